@@ -1,0 +1,70 @@
+"""DiffAugment (Zhao et al. 2020): differentiable colour, translation and cutout, applied to real
+and fake images alike so D cannot tell them apart by the augmentation.
+
+Randomness comes from an explicit `torch.Generator`, so a resumed run augments identically.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _rand(x: Tensor, g: Optional[torch.Generator], *shape) -> Tensor:
+    return torch.rand(x.shape[0], *shape, generator=g, device=x.device, dtype=x.dtype)
+
+
+def color(x: Tensor, g: Optional[torch.Generator] = None) -> Tensor:
+    x = x + (_rand(x, g, 1, 1, 1) - 0.5)  # brightness
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (_rand(x, g, 1, 1, 1) * 2) + mean  # saturation
+    mean = x.mean(dim=[1, 2, 3], keepdim=True)
+    return (x - mean) * (_rand(x, g, 1, 1, 1) + 0.5) + mean  # contrast
+
+
+def translation(x: Tensor, g: Optional[torch.Generator] = None, ratio: float = 0.125) -> Tensor:
+    b, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    tx = (torch.randint(-sh, sh + 1, (b, 1, 1), generator=g, device=x.device))
+    ty = (torch.randint(-sw, sw + 1, (b, 1, 1), generator=g, device=x.device))
+    gb, gx, gy = torch.meshgrid(
+        torch.arange(b, device=x.device), torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
+    )
+    gx = torch.clamp(gx + tx + 1, 0, h + 1)
+    gy = torch.clamp(gy + ty + 1, 0, w + 1)
+    padded = F.pad(x, [1, 1, 1, 1, 0, 0, 0, 0])  # zero border, as in the reference code
+    return padded.permute(0, 2, 3, 1).contiguous()[gb, gx, gy].permute(0, 3, 1, 2)
+
+
+def cutout(x: Tensor, g: Optional[torch.Generator] = None, ratio: float = 0.5) -> Tensor:
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ox = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=g, device=x.device)
+    oy = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=g, device=x.device)
+    gb, gx, gy = torch.meshgrid(
+        torch.arange(b, device=x.device), torch.arange(ch, device=x.device), torch.arange(cw, device=x.device), indexing="ij"
+    )
+    gx = torch.clamp(gx + ox - ch // 2, 0, h - 1)
+    gy = torch.clamp(gy + oy - cw // 2, 0, w - 1)
+    mask = torch.ones(b, h, w, dtype=x.dtype, device=x.device)
+    mask[gb, gx, gy] = 0
+    return x * mask.unsqueeze(1)
+
+
+AUGMENTATIONS: Dict[str, Callable[..., Tensor]] = {"color": color, "translation": translation, "cutout": cutout}
+
+
+class DiffAugment:
+    def __init__(self, policy: str = ""):
+        self.ops = [AUGMENTATIONS[p.strip()] for p in policy.split(",") if p.strip()]
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+    def __call__(self, x: Tensor, g: Optional[torch.Generator] = None) -> Tensor:
+        for op in self.ops:
+            x = op(x, g)
+        return x

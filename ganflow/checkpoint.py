@@ -1,0 +1,175 @@
+"""Checkpoints: one safetensors file per state component + `manifest.json` written last.
+
+The manifest holds the step, the resolved config (so `ganflow sample` rebuilds the model from the
+checkpoint alone), the non-tensor state as JSON (with tensor placeholders) and the sha256 of every
+file. A directory without a manifest, or whose files do not match it, is not a checkpoint.
+Nothing is unpickled on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete or fails its checksum."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def _split(obj: Any, key: str, tensors: Dict[str, torch.Tensor]) -> Any:
+    """JSON skeleton of `obj` with tensors moved to `tensors` (dict keys keep their int/str type)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, _split(v, f"{key}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):  # e.g. Adam's betas: restored as the same type
+        return {"__tuple__": [_split(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_split(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def _join(skel: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+    if isinstance(skel, dict) and "__tensor__" in skel:
+        return tensors[skel["__tensor__"]]
+    if isinstance(skel, dict) and "__dict__" in skel:
+        return {k: _join(v, tensors) for k, v in skel["__dict__"]}
+    if isinstance(skel, dict) and "__tuple__" in skel:
+        return tuple(_join(v, tensors) for v in skel["__tuple__"])
+    if isinstance(skel, list):
+        return [_join(v, tensors) for v in skel]
+    return skel
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_checkpoint(
+    state: Dict[str, Any], config: Dict[str, Any], config_hash: str, directory: Path, meta: Optional[Dict[str, Any]] = None
+) -> Path:
+    """Write `state` (TrainingState.state_dict()) into `directory`; the manifest goes last.
+    `meta` carries what rebuilding the generator needs beyond the config (sample shape, classes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files, skeleton = {}, {}
+    for name, component in state.items():
+        tensors: Dict[str, torch.Tensor] = {}
+        skeleton[name] = _split(component, name, tensors)
+        if tensors:
+            blob = save_safetensors(tensors)
+            (directory / f"{name}.safetensors").write_bytes(blob)
+            files[f"{name}.safetensors"] = sha256(blob)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "step": int(state["step"]),
+        "config_hash": config_hash,
+        "config": config,
+        "meta": meta or {},
+        "state": skeleton,
+        "files": files,
+    }
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, directory / MANIFEST)
+    return directory
+
+
+def publish(local_dir: Path, dest: Path) -> Path:
+    """Move a finished checkpoint into place atomically: copy beside the target, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(local_dir, staging)
+    if dest.exists():  # a re-run after a restart may republish the same step
+        shutil.rmtree(dest)
+    os.replace(staging, dest)
+    return dest
+
+
+def read_manifest(directory: Path) -> Dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {MANIFEST}; not a complete checkpoint")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: unreadable manifest ({err})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}")
+    return manifest
+
+
+def load_checkpoint(directory: Path, components: Optional[List[str]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(state, manifest) with every file checked against its sha256; `components` limits what is read."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    tensors: Dict[str, torch.Tensor] = {}
+    wanted = set(components) if components else None
+    for fname, digest in manifest["files"].items():
+        if wanted is not None and fname.removesuffix(".safetensors") not in wanted:
+            continue
+        path = directory / fname
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing file listed in the manifest")
+        blob = path.read_bytes()
+        if sha256(blob) != digest:
+            raise CheckpointError(f"{path}: sha256 mismatch (file corrupted or changed after it was written); refusing to load it")
+        tensors.update(load_safetensors(blob))
+    state = {k: _join(v, tensors) for k, v in manifest["state"].items() if wanted is None or k in wanted or k == "step"}
+    return state, manifest
+
+
+def list_checkpoints(run_dir: Path) -> List[Path]:
+    """Checkpoint directories of a run, newest step first (complete or not)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")), key=lambda p: p.name, reverse=True)
+
+
+def load_latest(run_dir: Path, prefer: Optional[Path] = None) -> Optional[Tuple[Path, Dict[str, Any], Dict[str, Any]]]:
+    """(path, state, manifest) of `prefer` if intact, else of the newest intact checkpoint; refusals are logged."""
+    candidates = ([Path(prefer)] if prefer else []) + list_checkpoints(run_dir)
+    for path in candidates:
+        try:
+            state, manifest = load_checkpoint(path)
+            return path, state, manifest
+        except CheckpointError as err:
+            log.warning("refusing checkpoint: %s", err)
+    return None
+
+
+def latest_valid_checkpoint(run_dir: Path) -> Optional[Path]:
+    found = load_latest(run_dir)
+    return found[0] if found else None
+
+
+def resolve_checkpoint(run_or_checkpoint: Path) -> Path:
+    """A checkpoint directory as given, or the latest valid checkpoint of a run directory."""
+    p = Path(run_or_checkpoint)
+    if (p / MANIFEST).is_file():
+        return p
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such run or checkpoint")
+    latest = latest_valid_checkpoint(p)
+    if latest is None:
+        raise CheckpointError(f"{p}: no complete checkpoint under {p / 'checkpoints'}")
+    return latest

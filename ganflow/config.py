@@ -1,0 +1,284 @@
+"""Typed job config: dataclass schema -> OmegaConf merge (YAML, dotted overrides) -> validated JobConfig.
+
+Every error is a `ConfigError` whose message starts with the dotted key, so the CLI can print one
+line and exit 2 before any Ray work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A bad job config; the message names the dotted key and what would fix it."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # ring | grid | digits | images
+    path: Optional[str] = None  # folder of PNG/JPEG for `images`
+    resolution: int = 32  # image side length (power of two); ignored by 2D data sets
+    channels: Optional[int] = None  # None: 1 for digits, 3 for images, 2 (coordinates) for 2D data
+    num_points: int = 20000  # size of the sampled 2D data sets (ring, grid)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcgan"  # mlp | dcgan | cdcgan
+    nz: int = 100  # latent size
+    ngf: int = 64  # generator width (DCGAN)
+    ndf: int = 64  # discriminator width (DCGAN)
+    hidden: int = 128  # MLP width
+    layers: int = 3  # MLP hidden layers
+    g_norm: str = "batch"  # batch | none
+    d_norm: str = "batch"  # batch | none (forced to none under spectral_norm)
+    spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
+
+
+@dataclass
+class LossConfig:
+    name: str = "nonsaturating"  # minimax | nonsaturating | lsgan | wgan-gp | hinge
+    gp_weight: Optional[float] = None  # gradient penalty; None: 10 for wgan-gp, else 0
+    r1_gamma: float = 0.0  # R1 penalty on real data (Mescheder et al. 2018); 0 disables
+    n_critic: Optional[int] = None  # D steps per G step; None: 5 for wgan-gp, else 1
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | rmsprop | sgd
+    lr: float = 2e-4
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    g: OptimizerConfig = field(default_factory=OptimizerConfig)
+    d: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000  # generator steps
+    batch_size: int = 64  # global batch, split evenly across workers
+    seed: int = 0
+    ema_decay: float = 0.999  # generator EMA; 0 disables
+    augment: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; bf16/fp16 need a GPU)
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    num_sample_images: int = 64  # size of the fixed latent batch behind every sample grid
+    max_failures: int = 0  # Ray Train FailureConfig: worker-group restarts from the last checkpoint
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: Dict[str, float] = field(default_factory=lambda: {"CPU": 1.0})
+    sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm (GPU only)
+
+
+@dataclass
+class StorageConfig:
+    uri: str = "runs"  # where runs live: a local directory
+
+
+@dataclass
+class JobConfig:
+    name: str = "quickstart"  # the experiment: runs live under <storage.uri>/<name>/<run_id>
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(OmegaConf.structured(self))
+
+    def hash(self) -> str:
+        """Stable short hash of the resolved config, recorded in every checkpoint manifest."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def n_critic(self) -> int:
+        return self.loss.n_critic  # resolved by validate()
+
+    @property
+    def is_image(self) -> bool:
+        return self.data.name not in TWO_D_DATASETS
+
+
+TWO_D_DATASETS = ("ring", "grid")
+PRECISIONS = ("fp32", "bf16", "fp16")
+NORMS = ("batch", "none")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+
+
+def _known_names() -> Dict[str, tuple]:
+    # Imported lazily: the registries live with the code they name.
+    from ganflow.augment import AUGMENTATIONS
+    from ganflow.data import DATASETS
+    from ganflow.losses import LOSSES
+    from ganflow.models import MODELS
+
+    return {"data": tuple(DATASETS), "model": tuple(MODELS), "loss": tuple(LOSSES), "augment": tuple(AUGMENTATIONS)}
+
+
+def _fail(key: str, msg: str) -> None:
+    raise ConfigError(f"{key}: {msg}")
+
+
+def _one_of(key: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        _fail(key, f"unknown value {value!r}; choose one of {', '.join(choices)}")
+
+
+def _positive(key: str, value: float) -> None:
+    if not (value > 0) or (isinstance(value, float) and not math.isfinite(value)):
+        _fail(key, f"must be > 0, got {value}")
+
+
+def validate(cfg: JobConfig) -> JobConfig:
+    """Range and cross-field checks; fills the loss defaults that depend on the loss name."""
+    names = _known_names()
+    if not cfg.name or "/" in cfg.name:
+        _fail("name", f"must be a non-empty name without '/', got {cfg.name!r}")
+
+    d = cfg.data
+    _one_of("data.name", d.name, names["data"])
+    if d.name == "images" and not d.path:
+        _fail("data.path", "is required for data.name=images (a folder of PNG/JPEG files)")
+    if cfg.is_image:
+        r = d.resolution
+        if r < 8 or r > 1024 or r & (r - 1):
+            _fail("data.resolution", f"must be a power of two between 8 and 1024, got {r}")
+    if d.channels is not None and d.channels not in (1, 3):
+        _fail("data.channels", f"must be 1 or 3, got {d.channels}")
+    _positive("data.num_points", d.num_points)
+
+    m = cfg.model
+    _one_of("model.name", m.name, names["model"])
+    if cfg.is_image and m.name == "mlp":
+        _fail("model.name", f"mlp is for 2D data; use dcgan or cdcgan for data.name={d.name}")
+    if not cfg.is_image and m.name != "mlp":
+        _fail("model.name", f"{m.name} needs image data; use mlp for data.name={d.name}")
+    if m.name == "cdcgan" and d.name not in ("digits", "images"):
+        _fail("model.name", f"cdcgan needs labelled data (digits or images), got data.name={d.name}")
+    for key in ("nz", "ngf", "ndf", "hidden", "layers"):
+        _positive(f"model.{key}", getattr(m, key))
+    _one_of("model.g_norm", m.g_norm, NORMS)
+    _one_of("model.d_norm", m.d_norm, NORMS)
+    if m.spectral_norm:
+        m.d_norm = "none"  # SN replaces normalisation in D
+
+    lo = cfg.loss
+    _one_of("loss.name", lo.name, names["loss"])
+    if lo.gp_weight is None:
+        lo.gp_weight = 10.0 if lo.name == "wgan-gp" else 0.0
+    if lo.gp_weight < 0:
+        _fail("loss.gp_weight", f"must be >= 0, got {lo.gp_weight}")
+    if lo.name == "wgan-gp" and lo.gp_weight == 0:
+        _fail("loss.gp_weight", "must be > 0 for loss.name=wgan-gp (10 is the paper's value)")
+    if lo.r1_gamma < 0:
+        _fail("loss.r1_gamma", f"must be >= 0, got {lo.r1_gamma}")
+    if lo.n_critic is None:
+        lo.n_critic = 5 if lo.name == "wgan-gp" else 1
+    _positive("loss.n_critic", lo.n_critic)
+
+    for net in ("g", "d"):
+        o: OptimizerConfig = getattr(cfg.optim, net)
+        _one_of(f"optim.{net}.name", o.name, OPTIMIZERS)
+        _positive(f"optim.{net}.lr", o.lr)
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            _fail(f"optim.{net}.betas", f"must be two numbers in [0, 1), got {list(o.betas)}")
+        if o.weight_decay < 0:
+            _fail(f"optim.{net}.weight_decay", f"must be >= 0, got {o.weight_decay}")
+
+    t = cfg.train
+    for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "num_sample_images"):
+        _positive(f"train.{key}", getattr(t, key))
+    if not 0 <= t.ema_decay < 1:
+        _fail("train.ema_decay", f"must be in [0, 1), got {t.ema_decay}")
+    _one_of("train.precision", t.precision, PRECISIONS)
+    if t.precision != "fp32" and not cfg.scaling.use_gpu:
+        _fail("train.precision", f"{t.precision} needs scaling.use_gpu=true; use fp32 on CPU")
+    if t.augment:
+        if not cfg.is_image:
+            _fail("train.augment", "DiffAugment applies to images only; leave it empty for 2D data")
+        for policy in t.augment.split(","):
+            _one_of("train.augment", policy.strip(), names["augment"])
+    if t.max_failures < -1:
+        _fail("train.max_failures", f"must be >= -1 (-1 retries forever), got {t.max_failures}")
+
+    s = cfg.scaling
+    _positive("scaling.num_workers", s.num_workers)
+    if t.batch_size % s.num_workers:
+        _fail("train.batch_size", f"{t.batch_size} is not divisible by scaling.num_workers={s.num_workers}")
+    for res, amount in s.resources_per_worker.items():
+        if amount < 0:
+            _fail(f"scaling.resources_per_worker.{res}", f"must be >= 0, got {amount}")
+    if s.sync_batchnorm and not s.use_gpu:
+        _fail("scaling.sync_batchnorm", "SyncBatchNorm needs GPUs; set scaling.use_gpu=true or drop it")
+
+    if not cfg.storage.uri:
+        _fail("storage.uri", "must be a directory (e.g. runs)")
+    return cfg
+
+
+def _explain(err: OmegaConfBaseException) -> ConfigError:
+    key = getattr(err, "full_key", None) or "config"
+    msg = str(err).splitlines()[0]
+    if "Key '" in msg and "not in" in msg or "Missing key" in msg:
+        msg = "unknown key; check the spelling against the config reference in README.md"
+    return ConfigError(f"{key}: {msg}")
+
+
+def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = None) -> JobConfig:
+    """Schema <- YAML file <- dotted overrides, then type and range checks."""
+    schema = OmegaConf.structured(JobConfig)
+    layers = [schema]
+    try:
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"job: no such file {str(p)!r}")
+            loaded = OmegaConf.load(p)
+            if not isinstance(loaded, type(schema)):
+                raise ConfigError(f"job: {p} must hold a mapping of config sections")
+            layers.append(loaded)
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"{item}: overrides take the form dotted.key=value")
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise _explain(err) from None
+    return validate(cfg)
+
+
+def from_dict(d: Dict[str, Any]) -> JobConfig:
+    """Rebuild the dataclass from `to_dict()` output (Ray workers, checkpoint manifests)."""
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JobConfig), OmegaConf.create(d)))
+    except OmegaConfBaseException as err:
+        raise _explain(err) from None
+    return validate(cfg)

@@ -1,0 +1,238 @@
+"""The GAN step in pure torch: D phase, G phase, generator EMA, and the training state they share.
+
+No Ray here. `G` and `D` may be DDP-wrapped; each phase is one clean forward-backward of the model
+it updates. The other model is called unwrapped (and frozen, for D in the G phase), so DDP never
+sees a forward whose gradients it will not reduce.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ganflow.augment import DiffAugment
+from ganflow.config import JobConfig, OptimizerConfig
+from ganflow.data import rng_seed
+from ganflow.losses import AdversarialLoss, build_loss, gradient_penalty, r1_penalty
+
+OPTIMIZERS = {
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay),
+    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, weight_decay=c.weight_decay),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.betas[0], weight_decay=c.weight_decay),
+}
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Random streams: each draw is a pure function of (seed, stream, index), so resume is exact.
+STREAM_D_LATENT, STREAM_G_LATENT, STREAM_AUGMENT, STREAM_GP, STREAM_FIXED = 1, 2, 3, 4, 5
+
+
+def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
+    return OPTIMIZERS[cfg.name](params, cfg)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def generator_for(device: torch.device, *keys: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(rng_seed(*keys))
+
+
+def sample_latents(n: int, nz: int, num_classes: int, g: torch.Generator, device) -> tuple:
+    """Gaussian latents and, for conditional models, uniformly drawn class labels."""
+    z = torch.randn(n, nz, generator=g, device=device)
+    y = torch.randint(num_classes, (n,), generator=g, device=device) if num_classes else None
+    return z, y
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """Parameters follow an EMA with a warm-up, min(decay, (1+t)/(10+t)); buffers (BN stats) are copied."""
+    beta = min(decay, (1 + step) / (10 + step))
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p.detach(), 1 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+@dataclass
+class TrainingState:
+    """Everything a resume needs: models, EMA, optimizers, grad scalers, step, RNG."""
+
+    G: nn.Module
+    D: nn.Module
+    G_ema: Optional[nn.Module]
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler_g: torch.amp.GradScaler
+    scaler_d: torch.amp.GradScaler
+    step: int = 0
+    extra: Dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, cfg: JobConfig, G: nn.Module, D: nn.Module, device: torch.device) -> "TrainingState":
+        G, D = G.to(device), D.to(device)
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.train.ema_decay > 0 else None
+        fp16 = cfg.train.precision == "fp16"
+        return cls(
+            G=G,
+            D=D,
+            G_ema=G_ema,
+            opt_g=build_optimizer(cfg.optim.g, G.parameters()),
+            opt_d=build_optimizer(cfg.optim.d, D.parameters()),
+            scaler_g=torch.amp.GradScaler(device.type, enabled=fp16),
+            scaler_d=torch.amp.GradScaler(device.type, enabled=fp16),
+        )
+
+    @property
+    def sampler_model(self) -> nn.Module:
+        """The generator used for samples and evaluation: the EMA one when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def state_dict(self) -> Dict:
+        return {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "step": self.step,
+        }
+
+    def load_state_dict(self, sd: Dict) -> None:
+        self.G.load_state_dict(sd["G"])
+        self.D.load_state_dict(sd["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(sd.get("G_ema", sd["G"]))
+        self.opt_g.load_state_dict(sd["opt_g"])
+        self.opt_d.load_state_dict(sd["opt_d"])
+        if sd.get("scaler_g"):
+            self.scaler_g.load_state_dict(sd["scaler_g"])
+        if sd.get("scaler_d"):
+            self.scaler_d.load_state_dict(sd["scaler_d"])
+        torch.set_rng_state(sd["rng"]["torch"])
+        self.step = int(sd["step"])
+
+    def set_lr(self, lr_g: float, lr_d: float) -> None:
+        """Re-apply the configured learning rates; an optimizer state load would otherwise restore old ones."""
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr_g
+        for group in self.opt_d.param_groups:
+            group["lr"] = lr_d
+
+
+def _grad_norm(params) -> Tensor:
+    grads = [p.grad.detach().flatten() for p in params if p.grad is not None]
+    return torch.cat(grads).norm() if grads else torch.zeros(())
+
+
+class GANStep:
+    """One training step = `n_critic` D phases + one G phase + EMA; pure torch."""
+
+    def __init__(self, cfg: JobConfig, device: torch.device, num_classes: int, nz: int):
+        self.loss: AdversarialLoss = build_loss(cfg.loss.name)
+        self.gp_weight, self.r1_gamma = cfg.loss.gp_weight, cfg.loss.r1_gamma
+        self.n_critic = cfg.loss.n_critic
+        self.augment = DiffAugment(cfg.train.augment)
+        self.autocast_dtype = AUTOCAST_DTYPES[cfg.train.precision]
+        self.ema_decay = cfg.train.ema_decay
+        self.seed, self.device, self.num_classes, self.nz = cfg.train.seed, device, num_classes, nz
+        self.global_batch = cfg.train.batch_size
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _latents(self, stream: int, index: int, rank: int, world: int) -> tuple:
+        """This rank's slice of the global batch's latents: 1 worker x B == 2 workers x B/2."""
+        z, y = sample_latents(self.global_batch, self.nz, self.num_classes, generator_for(self.device, self.seed, stream, index), self.device)
+        n = self.global_batch // world
+        sl = slice(rank * n, (rank + 1) * n)
+        return z[sl], (y[sl] if y is not None else None)
+
+    def d_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, real: Tensor, real_y: Optional[Tensor],
+                index: int, rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
+        z, fake_y = self._latents(STREAM_D_LATENT, index, rank, world)
+        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, rank, 0) if self.augment else None
+        with torch.no_grad(), self._autocast():
+            fake = unwrap(G)(z, fake_y)
+        st.opt_d.zero_grad(set_to_none=True)
+        with self._autocast():
+            real_in = self.augment(real, aug_g) if self.augment else real
+            fake_in = self.augment(fake, aug_g) if self.augment else fake
+            real_logits = D(real_in, real_y)
+            fake_logits = D(fake_in, fake_y)
+            loss = self.loss.d(real_logits.float(), fake_logits.float())
+        total = loss
+        out = {"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(), "d/fake_logit": fake_logits.detach().float().mean()}
+        # Penalties run in fp32: their double backward is where low precision hurts most.
+        if self.gp_weight > 0:
+            eps = torch.rand(real.shape[0], generator=generator_for(self.device, self.seed, STREAM_GP, index, rank), device=self.device)
+            gp = gradient_penalty(D, real_in.float(), fake_in.float(), real_y, eps)  # x_hat takes the real labels
+            total = total + self.gp_weight * gp
+            out["penalty/gp"] = gp.detach()
+        if self.r1_gamma > 0:
+            r1 = r1_penalty(D, real_in.float(), real_y)
+            total = total + 0.5 * self.r1_gamma * r1
+            out["penalty/r1"] = r1.detach()
+        st.scaler_d.scale(total).backward()
+        if want_norms:
+            st.scaler_d.unscale_(st.opt_d)
+            out["grad_norm/d"] = _grad_norm(unwrap(D).parameters())
+        st.scaler_d.step(st.opt_d)
+        st.scaler_d.update()
+        return out
+
+    def g_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, index: int, rank: int = 0, world: int = 1,
+                want_norms: bool = False) -> Dict[str, Tensor]:
+        z, y = self._latents(STREAM_G_LATENT, index, rank, world)
+        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, rank, 1) if self.augment else None
+        D_frozen = unwrap(D).requires_grad_(False)
+        st.opt_g.zero_grad(set_to_none=True)
+        try:
+            with self._autocast():
+                fake = G(z, y)
+                logits = D_frozen(self.augment(fake, aug_g) if self.augment else fake, y)
+                loss = self.loss.g(logits.float())
+            st.scaler_g.scale(loss).backward()
+        finally:
+            D_frozen.requires_grad_(True)
+        out = {"loss/g": loss.detach()}
+        if want_norms:
+            st.scaler_g.unscale_(st.opt_g)
+            out["grad_norm/g"] = _grad_norm(unwrap(G).parameters())
+        st.scaler_g.step(st.opt_g)
+        st.scaler_g.update()
+        return out
+
+    def step(self, st: TrainingState, G: nn.Module, D: nn.Module, batches, rank: int = 0, world: int = 1,
+             want_norms: bool = False) -> Dict[str, Tensor]:
+        """`batches`: callable batch_index -> (real, labels) for this rank. Advances `st.step` by one."""
+        out: Dict[str, Tensor] = {}
+        for k in range(self.n_critic):
+            index = st.step * self.n_critic + k
+            real, real_y = batches(index)
+            out = self.d_phase(st, G, D, real, real_y, index, rank, world, want_norms and k == self.n_critic - 1)
+        out.update(self.g_phase(st, G, D, st.step, rank, world, want_norms))
+        if st.G_ema is not None:
+            ema_update(st.G_ema, unwrap(G), self.ema_decay, st.step)
+        st.step += 1
+        return out
+
+    def fixed_latents(self, n: int) -> tuple:
+        """The latent batch behind every sample grid of a run (labels cycle through the classes)."""
+        z, _ = sample_latents(n, self.nz, 0, generator_for(torch.device("cpu"), self.seed, STREAM_FIXED, 0), "cpu")
+        y = torch.arange(n) % self.num_classes if self.num_classes else None
+        return z.to(self.device), (y.to(self.device) if y is not None else None)

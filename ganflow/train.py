@@ -1,0 +1,259 @@
+"""The Ray Train side: the per-worker loop (DDP, sharded batches, reports, checkpoints, samples)
+and the driver that launches it with `TorchTrainer`.
+
+The worker talks to Ray through a handful of calls only: `get_context`, `get_device`,
+`prepare_model`, `get_checkpoint` and `report`. The GAN maths lives in `gan.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+
+from ganflow import checkpoint as ckpt
+from ganflow import storage
+from ganflow.config import JobConfig, from_dict
+from ganflow.data import BatchSampler, build_dataset
+from ganflow.gan import GANStep, TrainingState, unwrap
+from ganflow.models import build_models
+from ganflow.visual import grid_png, scatter_png
+
+log = logging.getLogger("ganflow.train")
+
+
+def build_state(cfg: JobConfig, device: torch.device):
+    """Data set, models and training state for one worker (also used by the benchmarks)."""
+    torch.manual_seed(cfg.train.seed)  # identical init on every rank; DDP broadcasts rank 0's anyway
+    dataset = build_dataset(cfg.data, cfg.train.seed)
+    G, D = build_models(cfg.model, dataset.shape, dataset.num_classes)
+    return dataset, TrainingState.create(cfg, G, D, device)
+
+
+def _sample_png(state: TrainingState, stepper: GANStep, dataset, fixed) -> bytes:
+    G = state.sampler_model
+    was_training = G.training
+    G.eval()
+    with torch.no_grad():
+        out = G(*fixed)
+    G.train(was_training)
+    if out.dim() == 2:
+        return scatter_png(out, dataset.centers)
+    return grid_png(out)
+
+
+def _mean_across_workers(values: Dict[str, float], device: torch.device) -> Dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+class Progress:
+    """Rank 0's progress: Ray's tqdm bar when the driver has a terminal, else a log line per report."""
+
+    def __init__(self, total: int, initial: int, bar: bool):
+        self.total, self.last, self.bar = total, initial, None
+        self.started, self.start_step = time.perf_counter(), initial
+        if bar:
+            from ray.experimental.tqdm_ray import tqdm
+
+            self.bar = tqdm(total=total, desc="train")
+            self.bar.update(initial)
+
+    def update(self, step: int, m: Dict[str, float]) -> None:
+        done = step - self.start_step
+        eta = (time.perf_counter() - self.started) / max(done, 1) * (self.total - step)
+        text = f"D {m['loss/d']:.3f} G {m['loss/g']:.3f} | {m['throughput/imgs_per_s']:.0f} img/s"
+        if self.bar is not None:
+            self.bar.set_description(f"train | {text}")
+            self.bar.update(step - self.last)
+        else:
+            print(f"[ganflow] step {step}/{self.total} | {text} | ETA {eta:.0f}s", flush=True)
+        self.last = step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _quiet_ray_train_logs() -> None:
+    """Ray Train V2 logs every report at INFO, metrics dict included; our progress line says it better."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    _quiet_ray_train_logs()
+    cfg = from_dict(loop_config["job"])
+    run_dir = Path(loop_config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    dataset, state = build_state(cfg, device)
+    # After a worker failure Ray hands back its latest checkpoint; on `--resume` the run directory
+    # has them. Either way the newest one that passes its checksums wins.
+    reported = ray.train.get_checkpoint()
+    found = ckpt.load_latest(run_dir, prefer=Path(reported.path) if reported else None)
+    if found is not None:
+        resume_from, sd, _ = found
+        state.load_state_dict(sd)
+        state.set_lr(cfg.optim.g.lr, cfg.optim.d.lr)  # the config's rates win over the restored ones
+        if rank == 0:
+            storage.truncate_metrics(run_dir, state.step)
+            print(f"[ganflow] resuming from {resume_from} (step {state.step})", flush=True)
+
+    G, D = state.G, state.D
+    if cfg.scaling.sync_batchnorm:
+        G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
+    G = ray.train.torch.prepare_model(G, move_to_device=False)  # DDP when world > 1
+    D = ray.train.torch.prepare_model(D, move_to_device=False)
+    state.G, state.D = unwrap(G), unwrap(D)
+
+    stepper = GANStep(cfg, device, dataset.num_classes, cfg.model.nz)
+    sampler = BatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, rank, world)
+    x = dataset.x.to(device)
+    y = dataset.y.to(device) if dataset.y is not None and dataset.num_classes else None
+
+    def batches(index: int):
+        idx = sampler.indices(index).to(device)
+        return x[idx], (y[idx] if y is not None else None)
+
+    meta = data_meta(dataset)
+    t = cfg.train
+    fixed = stepper.fixed_latents(cfg.train.num_sample_images) if rank == 0 else None
+    progress = Progress(t.steps, state.step, loop_config.get("progress_bar", False)) if rank == 0 else None
+    images_per_step = t.batch_size * stepper.n_critic
+    window_start, window_steps = time.perf_counter(), 0
+
+    while state.step < t.steps:
+        next_step = state.step + 1
+        log_now = next_step % t.log_every == 0 or next_step == t.steps
+        out = stepper.step(state, G, D, batches, rank, world, want_norms=log_now)
+        window_steps += 1
+        step = state.step
+
+        metrics: Dict[str, float] = {}
+        if log_now:
+            metrics = _mean_across_workers({k: v.item() for k, v in out.items()}, device)
+            elapsed = time.perf_counter() - window_start
+            metrics["throughput/imgs_per_s"] = images_per_step * window_steps / elapsed
+            metrics["lr/g"] = state.opt_g.param_groups[0]["lr"]
+            metrics["lr/d"] = state.opt_d.param_groups[0]["lr"]
+            metrics["step"] = step
+            window_start, window_steps = time.perf_counter(), 0
+            if rank == 0:
+                storage.append_metrics(run_dir, metrics)
+                progress.update(step, metrics)
+
+        if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
+            png = _sample_png(state, stepper, dataset, fixed)
+            storage.write_atomic(run_dir / "samples" / f"step_{step:08d}.png", png)
+
+        if step % t.checkpoint_every == 0 or step == t.steps:
+            _report_checkpoint(cfg, state, metrics or {"step": step}, run_dir, rank, meta)
+        elif log_now:
+            ray.train.report(metrics)
+
+    if progress is not None:
+        progress.close()
+
+
+def data_meta(dataset) -> Dict[str, Any]:
+    """What `ganflow sample` needs to rebuild the generator without the data set."""
+    return {
+        "sample_shape": list(dataset.shape),
+        "num_classes": dataset.num_classes,
+        "centers": dataset.centers.tolist() if dataset.centers is not None else None,
+    }
+
+
+def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, float], run_dir: Path, rank: int, meta: Dict[str, Any]) -> None:
+    """Rank 0 writes the checkpoint locally, then publishes it atomically into the run's
+    `checkpoints/` through Ray's upload hook, so Ray's restore and ours see the same directory."""
+    import ray.train
+
+    name = ckpt.step_dir_name(state.step)
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=f"checkpoints/{name}")
+        return
+
+    def upload(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+        dest = ckpt.publish(Path(checkpoint.path), run_dir / dir_name)
+        return ray.train.Checkpoint(path=str(dest))
+
+    with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as tmp:
+        ckpt.write_checkpoint(state.state_dict(), cfg.to_dict(), cfg.hash(), Path(tmp), meta)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoints/{name}",
+            checkpoint_upload_fn=upload,
+        )
+
+
+def ensure_ray(address: Optional[str] = None) -> bool:
+    """Connect to `address` (or RAY_ADDRESS), else start an in-process local Ray. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+    return True
+
+
+def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[Path] = None) -> Path:
+    """Train `cfg` (a fresh run, or `resume` continued to cfg.train.steps); returns the run directory."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    run_dir = Path(resume).resolve() if resume else storage.new_run_dir(cfg.storage.uri, cfg.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage.write_atomic(run_dir / storage.CONFIG_FILE, cfg.to_yaml())
+    storage.write_status(run_dir, "running")
+    started = ensure_ray(address)
+    s = cfg.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": cfg.to_dict(), "run_dir": str(run_dir), "progress_bar": sys.stderr.isatty()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_dir.name,
+            storage_path=str(run_dir.parent),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        storage.write_status(run_dir, "failed")
+        raise
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    storage.write_status(run_dir, "completed", step=cfg.train.steps)
+    return run_dir

@@ -1,0 +1,84 @@
+"""Config loading: every shipped job validates; every bad config is one line naming its key, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganflow import cli, config
+from tests.conftest import JOBS, run_cli
+
+
+@pytest.mark.parametrize("job", sorted(JOBS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_job_validates(job):
+    cfg = config.load(job)
+    assert cfg.train.batch_size % cfg.scaling.num_workers == 0
+
+
+def test_overrides_reach_nested_fields():
+    cfg = config.load(JOBS / "quickstart.yaml", ["train.steps=500", "optim.g.lr=1e-4", "scaling.resources_per_worker.GPU=1"])
+    assert cfg.train.steps == 500
+    assert cfg.optim.g.lr == 1e-4
+    assert cfg.optim.d.lr == 2e-4
+    assert cfg.scaling.resources_per_worker == {"CPU": 2.0, "GPU": 1.0}
+
+
+def test_loss_defaults_follow_the_loss():
+    wgan = config.load(None, ["loss.name=wgan-gp"])
+    assert (wgan.loss.gp_weight, wgan.loss.n_critic) == (10.0, 5)
+    hinge = config.load(None, ["loss.name=hinge"])
+    assert (hinge.loss.gp_weight, hinge.loss.n_critic) == (0.0, 1)
+
+
+def test_config_round_trips_through_dict_and_yaml(tmp_path):
+    cfg = config.load(JOBS / "quickstart.yaml", ["loss.name=wgan-gp"])
+    assert config.from_dict(cfg.to_dict()) == cfg
+    (tmp_path / "c.yaml").write_text(cfg.to_yaml())
+    assert config.load(tmp_path / "c.yaml") == cfg
+    assert cfg.hash() == config.from_dict(cfg.to_dict()).hash()
+
+
+BAD_CONFIGS = [
+    (["optim.g.lr=-1e-4"], "optim.g.lr", "> 0"),
+    (["optim.d.lr=0"], "optim.d.lr", "> 0"),
+    (["train.batch_size=63", "scaling.num_workers=2"], "train.batch_size", "divisible"),
+    (["data.resolution=48"], "data.resolution", "power of two"),
+    (["data.resolution=4"], "data.resolution", "power of two"),
+    (["data.name=cifar"], "data.name", "choose one of"),
+    (["model.name=stylegan9"], "model.name", "choose one of"),
+    (["loss.name=wasserstein"], "loss.name", "choose one of"),
+    (["train.steps=0"], "train.steps", "> 0"),
+    (["train.stepz=10"], "train.stepz", "unknown key"),
+    (["optim.g.learning_rate=1e-3"], "optim.g.learning_rate", "unknown key"),
+    (["train.steps=ten"], "train.steps", "ten"),
+    (["train.ema_decay=1.5"], "train.ema_decay", "[0, 1)"),
+    (["train.precision=fp8"], "train.precision", "choose one of"),
+    (["train.precision=bf16"], "train.precision", "use_gpu"),
+    (["scaling.num_workers=0"], "scaling.num_workers", "> 0"),
+    (["data.name=ring"], "model.name", "mlp"),
+    (["data.name=images"], "data.path", "required"),
+    (["model.name=mlp"], "model.name", "2D data"),
+    (["loss.name=wgan-gp", "loss.gp_weight=0"], "loss.gp_weight", "> 0"),
+    (["loss.r1_gamma=-1"], "loss.r1_gamma", ">= 0"),
+    (["optim.g.betas=[0.5]"], "optim.g.betas", "two numbers"),
+    (["train.augment=rotate"], "train.augment", "choose one of"),
+    (["model.g_norm=layer"], "model.g_norm", "choose one of"),
+    (["scaling.sync_batchnorm=true"], "scaling.sync_batchnorm", "GPU"),
+    (["data.name=ring", "model.name=mlp", "train.augment=color"], "train.augment", "images only"),
+    (["notakey"], "notakey", "dotted.key=value"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,hint", BAD_CONFIGS, ids=[b[1] + ":" + b[0][-1] for b in BAD_CONFIGS])
+def test_bad_config_is_one_line_naming_the_key_exit_2(overrides, key, hint, capsys, tmp_path):
+    code = cli.main(["train", str(JOBS / "quickstart.yaml"), *overrides, f"storage.uri={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert f"config: {key}:" in err and hint in err, err
+    assert not any(tmp_path.iterdir()), "a rejected config must not create a run"
+
+
+def test_missing_job_file_exit_2_from_a_real_process(tmp_path):
+    proc = run_cli("train", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
