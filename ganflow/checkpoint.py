@@ -118,22 +118,21 @@ def read_manifest(directory: Path) -> Dict[str, Any]:
 
 
 def load_checkpoint(directory: Path, components: Optional[List[str]] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(state, manifest) with every file checked against its sha256; `components` limits what is read."""
+    """(state, manifest). Every file is checked against its sha256, even when `components` limits
+    what is deserialised: a checkpoint with any damaged file is refused whole."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     tensors: Dict[str, torch.Tensor] = {}
-    wanted = set(components) if components else None
     for fname, digest in manifest["files"].items():
-        if wanted is not None and fname.removesuffix(".safetensors") not in wanted:
-            continue
         path = directory / fname
         if not path.is_file():
             raise CheckpointError(f"{path}: missing file listed in the manifest")
         blob = path.read_bytes()
         if sha256(blob) != digest:
             raise CheckpointError(f"{path}: sha256 mismatch (file corrupted or changed after it was written); refusing to load it")
-        tensors.update(load_safetensors(blob))
-    state = {k: _join(v, tensors) for k, v in manifest["state"].items() if wanted is None or k in wanted or k == "step"}
+        if components is None or fname.removesuffix(".safetensors") in components:
+            tensors.update(load_safetensors(blob))
+    state = {k: _join(v, tensors) for k, v in manifest["state"].items() if components is None or k in components or k == "step"}
     return state, manifest
 
 

@@ -158,9 +158,12 @@ class GANStep:
     def _latents(self, stream: int, index: int, rank: int, world: int) -> tuple:
         """This rank's slice of the global batch's latents: 1 worker x B == 2 workers x B/2."""
         z, y = sample_latents(self.global_batch, self.nz, self.num_classes, generator_for(self.device, self.seed, stream, index), self.device)
-        n = self.global_batch // world
-        sl = slice(rank * n, (rank + 1) * n)
+        sl = self._rank_slice(rank, world)
         return z[sl], (y[sl] if y is not None else None)
+
+    def _rank_slice(self, rank: int, world: int) -> slice:
+        n = self.global_batch // world
+        return slice(rank * n, (rank + 1) * n)
 
     def d_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, real: Tensor, real_y: Optional[Tensor],
                 index: int, rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
@@ -179,7 +182,8 @@ class GANStep:
         out = {"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(), "d/fake_logit": fake_logits.detach().float().mean()}
         # Penalties run in fp32: their double backward is where low precision hurts most.
         if self.gp_weight > 0:
-            eps = torch.rand(real.shape[0], generator=generator_for(self.device, self.seed, STREAM_GP, index, rank), device=self.device)
+            eps = torch.rand(self.global_batch, generator=generator_for(self.device, self.seed, STREAM_GP, index), device=self.device)
+            eps = eps[self._rank_slice(rank, world)]
             gp = gradient_penalty(D, real_in.float(), fake_in.float(), real_y, eps)  # x_hat takes the real labels
             total = total + self.gp_weight * gp
             out["penalty/gp"] = gp.detach()
