@@ -137,6 +137,17 @@ def _grad_norm(params) -> Tensor:
     return torch.cat(grads).norm() if grads else torch.zeros(())
 
 
+def _optimizer_step(scaler: torch.amp.GradScaler, opt: torch.optim.Optimizer, model: nn.Module, want_norm: bool) -> Optional[Tensor]:
+    """Step through the grad scaler (a no-op one in fp32/bf16); the unscaled gradient norm if asked."""
+    norm = None
+    if want_norm:
+        scaler.unscale_(opt)
+        norm = _grad_norm(model.parameters())
+    scaler.step(opt)
+    scaler.update()
+    return norm
+
+
 class GANStep:
     """One training step = `n_critic` D phases + one G phase + EMA; pure torch."""
 
@@ -192,11 +203,9 @@ class GANStep:
             total = total + 0.5 * self.r1_gamma * r1
             out["penalty/r1"] = r1.detach()
         st.scaler_d.scale(total).backward()
-        if want_norms:
-            st.scaler_d.unscale_(st.opt_d)
-            out["grad_norm/d"] = _grad_norm(unwrap(D).parameters())
-        st.scaler_d.step(st.opt_d)
-        st.scaler_d.update()
+        norm = _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), want_norms)
+        if norm is not None:
+            out["grad_norm/d"] = norm
         return out
 
     def g_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, index: int, rank: int = 0, world: int = 1,
@@ -214,11 +223,9 @@ class GANStep:
         finally:
             D_frozen.requires_grad_(True)
         out = {"loss/g": loss.detach()}
-        if want_norms:
-            st.scaler_g.unscale_(st.opt_g)
-            out["grad_norm/g"] = _grad_norm(unwrap(G).parameters())
-        st.scaler_g.step(st.opt_g)
-        st.scaler_g.update()
+        norm = _optimizer_step(st.scaler_g, st.opt_g, unwrap(G), want_norms)
+        if norm is not None:
+            out["grad_norm/g"] = norm
         return out
 
     def step(self, st: TrainingState, G: nn.Module, D: nn.Module, batches, rank: int = 0, world: int = 1,
