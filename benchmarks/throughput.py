@@ -1,7 +1,9 @@
 """Steady-state images/s of ganflow (Ray Train, 1 and 2 workers) against a plain single-process
 PyTorch DCGAN loop on the same model, data and batch size, measured in one process.
 
-    python benchmarks/throughput.py [--steps 300] [--batch 64]
+    python benchmarks/throughput.py [--steps 300] [--batch 64] [--gpu]
+
+`--gpu` runs both on one GPU (ganflow with `scaling.use_gpu=true`, 1 worker) and adds a bf16 row.
 
 The plain loop is what a user writes by hand: BCE losses, two Adams, random batches from a
 tensor. ganflow's figure is `throughput/imgs_per_s` from metrics.jsonl, windows after the first.
@@ -20,25 +22,27 @@ import torch.nn.functional as F
 
 from ganflow import config, storage
 from ganflow import train as gtrain
-from ganflow.data import build_dataset
+from ganflow.data import BatchSampler, build_dataset
+from ganflow.gan import GANStep
 from ganflow.models import build_models
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
 
 
-def plain_pytorch(cfg: config.JobConfig, steps: int, threads: int) -> float:
+def plain_pytorch(cfg: config.JobConfig, steps: int, threads: int, device: str) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    data = build_dataset(cfg.data).x
+    data = build_dataset(cfg.data).x.to(device)
     G, D = build_models(cfg.model, tuple(data.shape[1:]))
+    G, D = G.to(device), D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     b, nz = cfg.train.batch_size, cfg.model.nz
-    ones, zeros = torch.ones(b), torch.zeros(b)
+    ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
 
     def step():
-        real = data[torch.randint(len(data), (b,))]
-        fake = G(torch.randn(b, nz))
+        real = data[torch.randint(len(data), (b,), device=device)]
+        fake = G(torch.randn(b, nz, device=device))
         loss_d = F.binary_cross_entropy_with_logits(D(real), ones) + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
         opt_d.zero_grad()
         loss_d.backward()
@@ -48,12 +52,39 @@ def plain_pytorch(cfg: config.JobConfig, steps: int, threads: int) -> float:
         loss_g.backward()
         opt_g.step()
 
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(20):
         step()
+    sync()
     t = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return steps * b / (time.perf_counter() - t)
+
+
+def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: str) -> float:
+    """ganflow's GANStep (EMA, seeded streams, sampler) in this process, no Ray: splits the
+    overhead between the GAN step itself and the Ray Train worker around it."""
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    dataset, state = gtrain.build_state(cfg, dev)
+    stepper = GANStep(cfg, dev, dataset.num_classes, cfg.model.nz)
+    sampler = BatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, device=dev)
+    x = dataset.x.to(dev)
+
+    def batches(i):
+        return x[sampler.indices(i)], None
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(20):
+        stepper.step(state, state.G, state.D, batches)
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        stepper.step(state, state.G, state.D, batches)
+    sync()
+    return steps * cfg.train.batch_size / (time.perf_counter() - t)
 
 
 def ganflow_run(cfg: config.JobConfig) -> float:
@@ -66,22 +97,35 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--gpu", action="store_true", help="measure on one GPU instead of 2 CPU cores")
     args = p.parse_args()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=2, num_gpus=1 if args.gpu else 0, include_dashboard=False)
     with tempfile.TemporaryDirectory() as tmp:
-        common = [f"train.steps={args.steps}", f"train.batch_size={args.batch}", "train.log_every=50",
+        # the plain loop's recipe: non-saturating loss, batch norm in both nets, no augmentation
+        common = ["loss.name=nonsaturating", "model.spectral_norm=false", "model.d_norm=batch", "train.augment=",
+                  f"train.steps={args.steps}", f"train.batch_size={args.batch}", "train.log_every=50",
                   "train.sample_every=100000", "train.checkpoint_every=100000", f"storage.uri={tmp}"]
-        cfg1 = config.load(JOB, common + ["scaling.num_workers=1", "scaling.resources_per_worker.CPU=2"])
-        cfg2 = config.load(JOB, common + ["scaling.num_workers=2", "scaling.resources_per_worker.CPU=1"])
-        plain = plain_pytorch(cfg1, args.steps, threads=2)
-        one = ganflow_run(cfg1)
-        two = ganflow_run(cfg2)
+        if args.gpu:
+            gpu = ["scaling.use_gpu=true", "scaling.num_workers=1", "scaling.resources_per_worker.CPU=2"]
+            plain = plain_pytorch(config.load(JOB, common), args.steps, threads=2, device="cuda")
+            alone = ganflow_step_alone(config.load(JOB, common), args.steps, threads=2, device="cuda")
+            one = ganflow_run(config.load(JOB, common + gpu))
+            bf16 = ganflow_run(config.load(JOB, common + gpu + ["train.precision=bf16"]))
+            rows = [("plain PyTorch loop, 1 process, 1 GPU", plain, None), ("ganflow GANStep alone, no Ray, 1 GPU", alone, plain),
+                    ("ganflow, 1 Ray worker, 1 GPU", one, plain), ("ganflow, 1 Ray worker, 1 GPU, bf16", bf16, plain)]
+        else:
+            cfg1 = config.load(JOB, common + ["scaling.num_workers=1", "scaling.resources_per_worker.CPU=2"])
+            cfg2 = config.load(JOB, common + ["scaling.num_workers=2", "scaling.resources_per_worker.CPU=1"])
+            plain = plain_pytorch(cfg1, args.steps, threads=2, device="cpu")
+            rows = [("plain PyTorch loop, 1 process, 2 threads", plain, None),
+                    ("ganflow GANStep alone, no Ray, 2 threads", ganflow_step_alone(cfg1, args.steps, 2, "cpu"), plain),
+                    ("ganflow, 1 Ray worker (2 CPUs)", ganflow_run(cfg1), plain),
+                    ("ganflow, 2 Ray workers (1 CPU each, DDP)", ganflow_run(cfg2), plain)]
     ray.shutdown()
-    print(f"plain PyTorch loop, 1 process, 2 threads : {plain:8.0f} img/s")
-    print(f"ganflow, 1 Ray worker (2 CPUs)           : {one:8.0f} img/s  ratio {one / plain:.3f}")
-    print(f"ganflow, 2 Ray workers (1 CPU each, DDP) : {two:8.0f} img/s  ratio {two / plain:.3f}")
+    for name, value, ref in rows:
+        print(f"{name:42s}: {value:8.0f} img/s" + (f"  ratio {value / ref:.3f}" if ref else ""))
 
 
 if __name__ == "__main__":

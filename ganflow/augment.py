@@ -1,35 +1,50 @@
 """DiffAugment (Zhao et al. 2020): differentiable colour, translation and cutout, applied to real
 and fake images alike so D cannot tell them apart by the augmentation.
 
-Randomness comes from an explicit `torch.Generator`, so a resumed run augments identically.
+Randomness comes from an explicit `torch.Generator`, so a resumed run augments identically, and
+is drawn for the whole global batch and sliced to this worker's rows (`rows`), so 2 workers on
+half-batches augment exactly as 1 worker on the full batch.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def _rand(x: Tensor, g: Optional[torch.Generator], *shape) -> Tensor:
-    return torch.rand(x.shape[0], *shape, generator=g, device=x.device, dtype=x.dtype)
+Rows = Optional[Tuple[int, int]]  # (offset of x's first row in the global batch, global batch size)
 
 
-def color(x: Tensor, g: Optional[torch.Generator] = None) -> Tensor:
-    x = x + (_rand(x, g, 1, 1, 1) - 0.5)  # brightness
+def _rows(x: Tensor, rows: Rows) -> Tuple[int, int]:
+    return rows if rows is not None else (0, x.shape[0])
+
+
+def _rand(x: Tensor, g: Optional[torch.Generator], rows: Rows, *shape) -> Tensor:
+    offset, total = _rows(x, rows)
+    return torch.rand(total, *shape, generator=g, device=x.device, dtype=x.dtype)[offset:offset + x.shape[0]]
+
+
+def _randint(low: int, high: int, x: Tensor, g: Optional[torch.Generator], rows: Rows) -> Tensor:
+    offset, total = _rows(x, rows)
+    return torch.randint(low, high, (total, 1, 1), generator=g, device=x.device)[offset:offset + x.shape[0]]
+
+
+def color(x: Tensor, g: Optional[torch.Generator] = None, rows: Rows = None) -> Tensor:
+    x = x + (_rand(x, g, rows, 1, 1, 1) - 0.5)  # brightness
     mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_rand(x, g, 1, 1, 1) * 2) + mean  # saturation
+    x = (x - mean) * (_rand(x, g, rows, 1, 1, 1) * 2) + mean  # saturation
     mean = x.mean(dim=[1, 2, 3], keepdim=True)
-    return (x - mean) * (_rand(x, g, 1, 1, 1) + 0.5) + mean  # contrast
+    return (x - mean) * (_rand(x, g, rows, 1, 1, 1) + 0.5) + mean  # contrast
 
 
-def translation(x: Tensor, g: Optional[torch.Generator] = None, ratio: float = 0.125) -> Tensor:
+def translation(x: Tensor, g: Optional[torch.Generator] = None, rows: Rows = None, ratio: float = 0.125) -> Tensor:
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    tx = (torch.randint(-sh, sh + 1, (b, 1, 1), generator=g, device=x.device))
-    ty = (torch.randint(-sw, sw + 1, (b, 1, 1), generator=g, device=x.device))
+    tx = _randint(-sh, sh + 1, x, g, rows)
+    ty = _randint(-sw, sw + 1, x, g, rows)
     gb, gx, gy = torch.meshgrid(
         torch.arange(b, device=x.device), torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij"
     )
@@ -39,11 +54,11 @@ def translation(x: Tensor, g: Optional[torch.Generator] = None, ratio: float = 0
     return padded.permute(0, 2, 3, 1).contiguous()[gb, gx, gy].permute(0, 3, 1, 2)
 
 
-def cutout(x: Tensor, g: Optional[torch.Generator] = None, ratio: float = 0.5) -> Tensor:
+def cutout(x: Tensor, g: Optional[torch.Generator] = None, rows: Rows = None, ratio: float = 0.5) -> Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ox = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), generator=g, device=x.device)
-    oy = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), generator=g, device=x.device)
+    ox = _randint(0, h + (1 - ch % 2), x, g, rows)
+    oy = _randint(0, w + (1 - cw % 2), x, g, rows)
     gb, gx, gy = torch.meshgrid(
         torch.arange(b, device=x.device), torch.arange(ch, device=x.device), torch.arange(cw, device=x.device), indexing="ij"
     )
@@ -64,7 +79,7 @@ class DiffAugment:
     def __bool__(self) -> bool:
         return bool(self.ops)
 
-    def __call__(self, x: Tensor, g: Optional[torch.Generator] = None) -> Tensor:
+    def __call__(self, x: Tensor, g: Optional[torch.Generator] = None, rows: Rows = None) -> Tensor:
         for op in self.ops:
-            x = op(x, g)
+            x = op(x, g, rows)
         return x

@@ -72,7 +72,7 @@ class TrainConfig:
     batch_size: int = 64  # global batch, split evenly across workers
     seed: int = 0
     ema_decay: float = 0.999  # generator EMA; 0 disables
-    augment: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"
+    augment: Optional[str] = None  # DiffAugment policy, e.g. "color,translation,cutout"; empty: off
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; bf16/fp16 need a GPU)
     log_every: int = 50
     sample_every: int = 500
@@ -219,6 +219,7 @@ def validate(cfg: JobConfig) -> JobConfig:
     _one_of("train.precision", t.precision, PRECISIONS)
     if t.precision != "fp32" and not cfg.scaling.use_gpu:
         _fail("train.precision", f"{t.precision} needs scaling.use_gpu=true; use fp32 on CPU")
+    t.augment = t.augment or ""
     if t.augment:
         if not cfg.is_image:
             _fail("train.augment", "DiffAugment applies to images only; leave it empty for 2D data")

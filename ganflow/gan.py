@@ -31,7 +31,7 @@ OPTIMIZERS = {
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Random streams: each draw is a pure function of (seed, stream, index), so resume is exact.
-STREAM_D_LATENT, STREAM_G_LATENT, STREAM_AUGMENT, STREAM_GP, STREAM_FIXED = 1, 2, 3, 4, 5
+STREAM_LATENT, STREAM_AUGMENT, STREAM_GP, STREAM_FIXED = 1, 3, 4, 5
 
 
 def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
@@ -57,8 +57,7 @@ def sample_latents(n: int, nz: int, num_classes: int, g: torch.Generator, device
 def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
     """Parameters follow an EMA with a warm-up, min(decay, (1+t)/(10+t)); buffers (BN stats) are copied."""
     beta = min(decay, (1 + step) / (10 + step))
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p.detach(), 1 - beta)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - beta)  # one kernel per group
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
 
@@ -176,16 +175,28 @@ class GANStep:
         n = self.global_batch // world
         return slice(rank * n, (rank + 1) * n)
 
-    def d_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, real: Tensor, real_y: Optional[Tensor],
-                index: int, rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
-        z, fake_y = self._latents(STREAM_D_LATENT, index, rank, world)
-        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, rank, 0) if self.augment else None
+    def _rank_rows(self, rank: int, world: int) -> tuple:
+        return rank * (self.global_batch // world), self.global_batch
+
+    def generate(self, G: nn.Module, index: int, rank: int, world: int, keep_graph: bool) -> tuple:
+        """Fakes for global batch `index`. `keep_graph`: through the (DDP) G with autograd on, so
+        the G phase can backpropagate through the very fakes D just saw (one G forward a step)."""
+        z, y = self._latents(STREAM_LATENT, index, rank, world)
+        if keep_graph:
+            with self._autocast():
+                return G(z, y), y
         with torch.no_grad(), self._autocast():
-            fake = unwrap(G)(z, fake_y)
+            return unwrap(G)(z, y), y
+
+    def d_phase(self, st: TrainingState, D: nn.Module, real: Tensor, real_y: Optional[Tensor], fake: Tensor,
+                fake_y: Optional[Tensor], index: int, rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
+        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 0) if self.augment else None
+        rows = self._rank_rows(rank, world)
+        fake = fake.detach()
         st.opt_d.zero_grad(set_to_none=True)
         with self._autocast():
-            real_in = self.augment(real, aug_g) if self.augment else real
-            fake_in = self.augment(fake, aug_g) if self.augment else fake
+            real_in = self.augment(real, aug_g, rows) if self.augment else real
+            fake_in = self.augment(fake, aug_g, rows) if self.augment else fake
             real_logits = D(real_in, real_y)
             fake_logits = D(fake_in, fake_y)
             loss = self.loss.d(real_logits.float(), fake_logits.float())
@@ -208,16 +219,15 @@ class GANStep:
             out["grad_norm/d"] = norm
         return out
 
-    def g_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, index: int, rank: int = 0, world: int = 1,
-                want_norms: bool = False) -> Dict[str, Tensor]:
-        z, y = self._latents(STREAM_G_LATENT, index, rank, world)
-        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, rank, 1) if self.augment else None
+    def g_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, fake: Tensor, y: Optional[Tensor], index: int,
+                rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
+        """`fake` must still carry G's graph (see `generate`); D is called unwrapped and frozen."""
+        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 1) if self.augment else None
         D_frozen = unwrap(D).requires_grad_(False)
         st.opt_g.zero_grad(set_to_none=True)
         try:
             with self._autocast():
-                fake = G(z, y)
-                logits = D_frozen(self.augment(fake, aug_g) if self.augment else fake, y)
+                logits = D_frozen(self.augment(fake, aug_g, self._rank_rows(rank, world)) if self.augment else fake, y)
                 loss = self.loss.g(logits.float())
             st.scaler_g.scale(loss).backward()
         finally:
@@ -234,9 +244,11 @@ class GANStep:
         out: Dict[str, Tensor] = {}
         for k in range(self.n_critic):
             index = st.step * self.n_critic + k
+            last = k == self.n_critic - 1
             real, real_y = batches(index)
-            out = self.d_phase(st, G, D, real, real_y, index, rank, world, want_norms and k == self.n_critic - 1)
-        out.update(self.g_phase(st, G, D, st.step, rank, world, want_norms))
+            fake, fake_y = self.generate(G, index, rank, world, keep_graph=last)
+            out = self.d_phase(st, D, real, real_y, fake, fake_y, index, rank, world, want_norms and last)
+        out.update(self.g_phase(st, G, D, fake, fake_y, index, rank, world, want_norms))
         if st.G_ema is not None:
             ema_update(st.G_ema, unwrap(G), self.ema_decay, st.step)
         st.step += 1

@@ -26,6 +26,14 @@ def test_sampler_visits_every_sample_once_per_epoch_and_is_deterministic():
     assert not torch.equal(BatchSampler(64, 16, seed=2).indices(2), s.indices(2))
 
 
+def test_sampler_batch_larger_than_the_data_set_spans_whole_epochs():
+    s = BatchSampler(10, 24, seed=0)
+    first = s.indices(0)
+    assert len(first) == 24
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:20].tolist()) == list(range(10))
+    assert not torch.equal(first[:10], first[10:20]), "each epoch has its own permutation"
+
+
 @pytest.mark.parametrize("name,modes,std", [("ring", 8, 0.02), ("grid", 25, 0.05)])
 def test_mixtures_have_the_documented_modes(name, modes, std):
     ds = build_dataset(config.DataConfig(name=name, num_points=5000))

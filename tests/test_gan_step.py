@@ -31,16 +31,25 @@ def setup(*overrides):
 
 def test_d_phase_leaves_g_alone_and_g_phase_leaves_d_alone():
     _, st, step, batches, _ = setup()
-    # parameters only: G's batch-norm statistics do follow the fakes it makes for D
     g0 = {k: v.clone() for k, v in st.G.named_parameters()}
     d0 = {k: v.clone() for k, v in st.D.named_parameters()}
-    step.d_phase(st, st.G, st.D, *batches(0), index=0)
+    fake, y = step.generate(st.G, 0, 0, 1, keep_graph=True)
+    step.d_phase(st, st.D, *batches(0), fake, y, index=0)
     assert all(torch.equal(v, dict(st.G.named_parameters())[k]) for k, v in g0.items())
     assert any(not torch.equal(v, dict(st.D.named_parameters())[k]) for k, v in d0.items())
     d1 = {k: v.clone() for k, v in st.D.named_parameters()}
-    step.g_phase(st, st.G, st.D, index=0)
+    step.g_phase(st, st.G, st.D, fake, y, index=0)
     assert all(torch.equal(v, dict(st.D.named_parameters())[k]) for k, v in d1.items())
+    assert any(not torch.equal(v, dict(st.G.named_parameters())[k]) for k, v in g0.items())
     assert all(p.requires_grad for p in st.D.parameters()), "D is unfrozen after the G phase"
+
+
+def test_one_generator_forward_per_step():
+    _, st, step, batches, _ = setup()
+    calls = []
+    st.G.register_forward_hook(lambda *a: calls.append(1))
+    step.step(st, st.G, st.D, batches)
+    assert len(calls) == 1, "the G phase reuses the fakes D saw, as a hand-written DCGAN loop does"
 
 
 def test_n_critic_consumes_that_many_batches_per_step():
@@ -81,3 +90,12 @@ def test_diffaugment_is_differentiable_and_shape_preserving():
     assert x.grad is not None and x.grad.abs().sum() > 0
     cut = DiffAugment("cutout")(torch.ones(8, 1, 16, 16), torch.Generator().manual_seed(1))
     assert ((cut == 0).flatten(1).sum(1) > 0).all(), "every image loses a patch"
+
+
+def test_diffaugment_of_a_worker_slice_equals_the_slice_of_the_full_batch_augmentation():
+    """What makes 2 workers on half-batches augment exactly like 1 worker on the full batch."""
+    x = torch.randn(8, 3, 16, 16)
+    aug = DiffAugment("color,translation,cutout")
+    full = aug(x, torch.Generator().manual_seed(3))
+    halves = [aug(x[r * 4:(r + 1) * 4], torch.Generator().manual_seed(3), rows=(r * 4, 8)) for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), full)

@@ -47,11 +47,11 @@ SGD = ["optim.g.name=sgd", "optim.d.name=sgd", "optim.g.lr=0.01", "optim.d.lr=0.
 @pytest.mark.parametrize(
     "job,overrides",
     [
-        ("ring.yaml", []),
+        ("ring.yaml", ["loss.r1_gamma=0"]),
         ("quickstart.yaml", SMALL_DIGITS + ["model.g_norm=none", "model.d_norm=none", "loss.name=wgan-gp", "loss.n_critic=2"] + SGD),
         ("cdcgan_digits.yaml", SMALL_DIGITS + ["model.g_norm=none", "loss.r1_gamma=1.0"] + SGD),
     ],
-    ids=["mlp-nonsaturating", "dcgan-wgan-gp", "cdcgan-sn-hinge-r1"],
+    ids=["mlp-nonsaturating", "dcgan-sn-wgan-gp-diffaugment", "cdcgan-sn-hinge-r1"],
 )
 def test_two_workers_on_half_batches_match_one_worker_on_the_full_batch(ray_cluster, tmp_path, job, overrides):
     common = overrides + ["train.steps=3", "train.checkpoint_every=3", f"storage.uri={tmp_path}",

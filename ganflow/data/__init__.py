@@ -55,33 +55,41 @@ def rng_seed(*keys: int) -> int:
 
 
 class BatchSampler:
-    """Global batches drawn without replacement, epoch by epoch; each rank takes its slice."""
+    """Global batches drawn without replacement, epoch by epoch; each rank takes its slice.
 
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
+    Each epoch's permutation is drawn on the CPU (the same order on any device) and copied to
+    `device` once, so a step's indices are a slice on the device: no host sync per step."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu"):
         if global_batch % world_size:
             raise ValueError("global batch must divide by the world size")
         self.n, self.batch, self.seed = n, global_batch, seed
         self.local = global_batch // world_size
         self.rank = rank
+        self.device = torch.device(device)
         self._perms: Dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perms:
             self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
             g = torch.Generator().manual_seed(rng_seed(self.seed, 0x0DA7A, epoch))
-            self._perms[epoch] = torch.randperm(self.n, generator=g)
+            perm = torch.randperm(self.n, generator=g)
+            if self.device.type == "cuda":
+                perm = perm.pin_memory().to(self.device, non_blocking=True)
+            self._perms[epoch] = perm.to(self.device)
         return self._perms[epoch]
 
     def indices(self, batch_index: int) -> torch.Tensor:
-        """This rank's sample indices for global batch number `batch_index`."""
-        start = batch_index * self.batch + self.rank * self.local
-        pos = torch.arange(start, start + self.local)
-        epochs, offsets = pos // self.n, pos % self.n
-        out = torch.empty(self.local, dtype=torch.long)
-        for e in epochs.unique().tolist():
-            sel = epochs == e
-            out[sel] = self._perm(e)[offsets[sel]]
-        return out
+        """This rank's sample indices for global batch number `batch_index` (on `device`)."""
+        pos = batch_index * self.batch + self.rank * self.local
+        end, parts = pos + self.local, []
+        while pos < end:  # a batch may straddle epochs (or several, for tiny data sets)
+            epoch, offset = divmod(pos, self.n)
+            take = min(end - pos, self.n - offset)
+            parts.append(self._perm(epoch)[offset:offset + take])
+            pos += take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 # Registering the built-in data sets.
