@@ -29,6 +29,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if job is None and args.resume is None:
         return _die("train needs a JOB.yaml (or --resume RUN)")
     if args.resume is not None:
+        if args.resume.startswith("s3://"):
+            return _die("--resume: s3:// runs are not available in this version yet; use a local run directory")
         run = Path(args.resume)
         if not (run / CONFIG_FILE).is_file():
             return _die(f"--resume: {run} is not a run directory (no {CONFIG_FILE})")
@@ -37,6 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load(job, overrides)
     except ConfigError as err:
         return _die(f"config: {err}")
+    if cfg.storage.uri.startswith("s3://"):  # validated, but the run path is not wired to it yet
+        return _die("config: storage.uri: training into s3:// is not available in this version yet; use a local directory")
 
     from ganflow.train import run as run_training
 

@@ -10,9 +10,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -91,7 +93,11 @@ class ScalingConfig:
 
 @dataclass
 class StorageConfig:
-    uri: str = "runs"  # where runs live: a local directory
+    uri: str = "runs"  # where runs live: a local directory or s3://bucket/prefix
+    endpoint_url: Optional[str] = None  # S3-compatible server (MinIO, Ceph RGW, R2); None: AWS S3
+    region: Optional[str] = None  # None: from the AWS chain (AWS_DEFAULT_REGION, profile)
+    retry_mode: str = "standard"  # botocore retry mode: standard | adaptive
+    max_attempts: int = 10  # botocore attempts per request, first one included
 
 
 @dataclass
@@ -238,9 +244,52 @@ def validate(cfg: JobConfig) -> JobConfig:
     if s.sync_batchnorm and not s.use_gpu:
         _fail("scaling.sync_batchnorm", "SyncBatchNorm needs GPUs; set scaling.use_gpu=true or drop it")
 
-    if not cfg.storage.uri:
-        _fail("storage.uri", "must be a directory (e.g. runs)")
+    _validate_storage(cfg.storage)
     return cfg
+
+
+RETRY_MODES = ("standard", "adaptive")
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _validate_storage(st: StorageConfig) -> None:
+    if not st.uri:
+        _fail("storage.uri", "must be a directory (e.g. runs) or s3://bucket/prefix")
+    if "://" in st.uri and not st.uri.startswith("s3://"):
+        _fail("storage.uri", f"unsupported scheme in {st.uri.split('://')[0]}://...; use a local path or s3://bucket/prefix")
+    if st.uri.startswith("s3://"):
+        netloc = urlparse(st.uri).netloc
+        if "@" in netloc:
+            _fail("storage.uri", "credentials do not belong in the URI; " + CREDENTIALS_HINT)
+        if not S3_BUCKET.match(netloc):
+            _fail("storage.uri", f"bucket name {netloc!r} is not valid (3-63 lowercase letters, digits, '.', '-')")
+    if st.endpoint_url is not None:
+        parsed = urlparse(st.endpoint_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            _fail("storage.endpoint_url", "must be http(s)://host[:port], e.g. http://127.0.0.1:9000")
+        if parsed.username or parsed.password:
+            _fail("storage.endpoint_url", "credentials do not belong in the URL; " + CREDENTIALS_HINT)
+        if not st.uri.startswith("s3://"):
+            _fail("storage.endpoint_url", "only applies to s3:// storage; set storage.uri=s3://bucket/prefix or drop it")
+    _one_of("storage.retry_mode", st.retry_mode, RETRY_MODES)
+    _positive("storage.max_attempts", st.max_attempts)
+
+
+CREDENTIALS_HINT = ("credentials come from the AWS chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                    "AWS_PROFILE, or an instance/pod role")
+# Key names that hold secrets. A job config is saved with every run, so it must never carry one.
+SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key|apikey)", re.IGNORECASE)
+
+
+def _reject_secrets(node: Any, prefix: str = "") -> None:
+    """Refuse secret-looking keys by name, before the schema's generic unknown-key error (which
+    would be right too, but would not say where credentials go). Values are never echoed."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if SECRET_KEY.search(str(k)):
+                _fail(key, "credentials do not belong in a job config (it is saved with every run); " + CREDENTIALS_HINT)
+            _reject_secrets(v, key)
 
 
 def _explain(err: OmegaConfBaseException) -> ConfigError:
@@ -263,10 +312,13 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
             loaded = OmegaConf.load(p)
             if not isinstance(loaded, type(schema)):
                 raise ConfigError(f"job: {p} must hold a mapping of config sections")
+            _reject_secrets(OmegaConf.to_container(loaded))
             layers.append(loaded)
         for item in overrides or []:
             if "=" not in item:
-                raise ConfigError(f"{item}: overrides take the form dotted.key=value")
+                raise ConfigError(f"{item.split('=')[0]}: overrides take the form dotted.key=value")
+            if SECRET_KEY.search(item.split("=", 1)[0]):
+                _fail(item.split("=", 1)[0], "credentials do not belong in a job config (it is saved with every run); " + CREDENTIALS_HINT)
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)

@@ -82,3 +82,46 @@ def test_missing_job_file_exit_2_from_a_real_process(tmp_path):
     proc = run_cli("train", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2
     assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+BAD_STORAGE = [
+    (["storage.uri=s3://ab/runs"], "storage.uri", "bucket name 'ab' is not valid"),
+    (["storage.uri=gs://bucket/runs"], "storage.uri", "use a local path or s3://bucket/prefix"),
+    ([f"storage.uri=s3://AKIAEXAMPLE:{SECRET}@bucket/runs"], "storage.uri", "credentials do not belong in the URI"),
+    (["storage.uri=s3://bucket/runs", "storage.endpoint_url=127.0.0.1:9000"], "storage.endpoint_url", "http(s)://host"),
+    (["storage.uri=s3://bucket/runs", f"storage.endpoint_url=http://minio:{SECRET}@127.0.0.1:9000"], "storage.endpoint_url", "AWS chain"),
+    (["storage.endpoint_url=http://127.0.0.1:9000"], "storage.endpoint_url", "only applies to s3://"),
+    (["storage.uri=s3://bucket/runs", "storage.retry_mode=legacy"], "storage.retry_mode", "choose one of standard, adaptive"),
+    (["storage.uri=s3://bucket/runs", "storage.max_attempts=0"], "storage.max_attempts", "must be > 0"),
+    ([f"storage.aws_secret_access_key={SECRET}"], "storage.aws_secret_access_key", "credentials do not belong in a job config"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,hint", BAD_STORAGE, ids=[b[1] + ":" + b[0][-1].split("=")[1][:24] for b in BAD_STORAGE])
+def test_bad_storage_config_is_one_line_and_never_echoes_a_secret(overrides, key, hint, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", str(JOBS / "ring.yaml"), *overrides])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert f"config: {key}:" in err and hint in err, err
+    assert SECRET not in err
+    assert not any(tmp_path.iterdir()), "a rejected config must not create a run"
+
+
+def test_a_job_file_carrying_a_secret_key_is_refused_without_echoing_it(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text((JOBS / "ring.yaml").read_text() + f"storage: {{uri: s3://bucket/runs, secret_key: {SECRET}}}\n")
+    code = cli.main(["train", str(job)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "config: storage.secret_key: credentials do not belong in a job config" in err and "AWS_PROFILE" in err
+    assert SECRET not in err
+
+
+def test_s3_training_is_refused_until_it_is_wired_rather_than_writing_to_a_local_s3_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", str(JOBS / "ring.yaml"), "storage.uri=s3://bucket/runs", "storage.endpoint_url=http://127.0.0.1:9"])
+    assert code == 2 and "storage.uri" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,294 @@
+"""Where run files live: a local directory or an S3-compatible bucket, behind one small interface.
+
+Keys are '/'-separated paths relative to the store's root (a directory, or `s3://bucket/prefix`).
+Every write is all-or-nothing for readers: a local file is renamed into place, an S3 object
+appears only when its PUT (or multipart upload) completes. Credentials come from the AWS chain
+(environment, shared profile, instance/pod role) and never pass through this module's arguments,
+messages or logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+from urllib.parse import urlparse
+
+log = logging.getLogger("ganflow.storage")
+
+MULTIPART_THRESHOLD = 16 * 1024 * 1024  # bytes; larger objects go up and down in parallel parts
+MULTIPART_CHUNK = 16 * 1024 * 1024
+
+
+class StorageError(RuntimeError):
+    """A storage failure, with a one-line message that names the setting or object to fix."""
+
+
+class NotFound(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint_url: Optional[str] = None  # MinIO, Ceph RGW, R2, a test server; None: AWS
+    region: Optional[str] = None
+    retry_mode: str = "standard"  # botocore's standard or adaptive
+    max_attempts: int = 10
+
+
+def is_s3(uri: str | os.PathLike) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple:
+    """'s3://bucket/a/b' -> ('bucket', 'a/b')."""
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class Store:
+    """The operations runs need; subclasses implement them for one kind of storage."""
+
+    root: str
+
+    def uri(self, key: str = "") -> str:
+        raise NotImplementedError
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def get_bytes(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def put_file(self, key: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def get_file(self, key: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def list(self, prefix: str = "") -> List[str]:
+        """Every key below `prefix` (recursively), sorted."""
+        raise NotImplementedError
+
+    def list_dirs(self, prefix: str = "") -> List[str]:
+        """The immediate sub-'directories' of `prefix` (names only), sorted."""
+        raise NotImplementedError
+
+    def delete_prefix(self, prefix: str) -> None:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Fail fast, before any training, if the store cannot be written."""
+
+
+class LocalStore(Store):
+    def __init__(self, root: str | os.PathLike):
+        self.path = Path(root).expanduser().resolve()
+        self.root = str(self.path)
+
+    def _p(self, key: str) -> Path:
+        return self.path / key if key else self.path
+
+    def uri(self, key: str = "") -> str:
+        return str(self._p(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        dest = self._p(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._p(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no such file {self.uri(key)}") from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        dest = self._p(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+
+    def get_file(self, key: str, path: Path) -> None:
+        if not self._p(key).is_file():
+            raise NotFound(f"no such file {self.uri(key)}")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._p(key), path)
+
+    def exists(self, key: str) -> bool:
+        return self._p(key).exists()
+
+    def list(self, prefix: str = "") -> List[str]:
+        base = self._p(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.path)).replace(os.sep, "/") for p in base.rglob("*")
+                      if p.is_file() and ".tmp-" not in p.name)
+
+    def list_dirs(self, prefix: str = "") -> List[str]:
+        base = self._p(prefix)
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._p(prefix), ignore_errors=True)
+
+    def check(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"storage.uri: cannot create {self.root}: {err.strerror}") from None
+
+
+def _log_failed_attempt(attempts: int, operation, caught_exception=None, response=None, **_) -> None:
+    """botocore `needs-retry` listener: says what failed and that botocore will decide on a retry."""
+    status = response[0].status_code if response and response[0] is not None else None
+    if caught_exception is None and (status is None or status < 500) and status != 429:
+        return
+    what = type(caught_exception).__name__ if caught_exception is not None else f"HTTP {status}"
+    log.warning("storage: %s attempt %d failed (%s); retrying per botocore's retry mode", operation.name, attempts, what)
+
+
+class S3Store(Store):
+    """An S3-compatible bucket through boto3: multipart transfers, botocore retries."""
+
+    def __init__(self, uri: str, options: S3Options = S3Options()):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket, self.prefix = split_s3(uri)
+        self.root = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.options = options
+        config = Config(
+            region_name=options.region,
+            retries={"mode": options.retry_mode, "max_attempts": options.max_attempts},
+            connect_timeout=5,
+            read_timeout=60,
+        )
+        self.client = boto3.session.Session().client("s3", endpoint_url=options.endpoint_url, config=config)
+        self.client.meta.events.register("needs-retry.s3", _log_failed_attempt)
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
+
+    def _k(self, key: str) -> str:
+        return join(self.prefix, key)
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self._k(key)}".rstrip("/")
+
+    def _explain(self, err: Exception, key: str = "", bucket_level: bool = False) -> StorageError:
+        return explain_s3_error(err, self.bucket, self.uri(key), self.options.endpoint_url, bucket_level)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
+        except Exception as err:
+            raise self._explain(err, key) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
+        except Exception as err:
+            raise self._explain(err, key) from None
+
+    def put_file(self, key: str, path: Path) -> None:
+        try:
+            self.client.upload_file(str(path), self.bucket, self._k(key), Config=self.transfer)
+        except Exception as err:
+            raise self._explain(getattr(err, "last_exception", None) or err, key) from None
+
+    def get_file(self, key: str, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            self.client.download_file(self.bucket, self._k(key), str(tmp), Config=self.transfer)
+        except Exception as err:
+            tmp.unlink(missing_ok=True)
+            raise self._explain(err, key) from None
+        os.replace(tmp, path)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            return True
+        except Exception as err:
+            e = self._explain(err, key)
+            if isinstance(e, NotFound):
+                return False
+            raise e from None
+
+    def _pages(self, prefix: str, **kwargs):
+        full = join(self.prefix, prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            yield from paginator.paginate(Bucket=self.bucket, Prefix=full + "/" if full else "", **kwargs)
+        except Exception as err:
+            raise self._explain(err, prefix) from None
+
+    def list(self, prefix: str = "") -> List[str]:
+        base = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(obj["Key"][base:] for page in self._pages(prefix) for obj in page.get("Contents", []))
+
+    def list_dirs(self, prefix: str = "") -> List[str]:
+        names = []
+        for page in self._pages(prefix, Delimiter="/"):
+            names += [p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in page.get("CommonPrefixes", [])]
+        return sorted(names)
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [self._k(k) for k in self.list(prefix)]
+        for i in range(0, len(keys), 1000):
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+            except Exception as err:
+                raise self._explain(err, prefix) from None
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as err:
+            raise self._explain(err, bucket_level=True) from None
+
+
+def explain_s3_error(err: Exception, bucket: str, uri: str, endpoint: Optional[str], bucket_level: bool = False) -> StorageError:
+    """One line a user can act on, for the botocore failures people actually hit."""
+    from botocore import exceptions as bx
+
+    where = endpoint or "AWS S3"
+    if isinstance(err, bx.NoCredentialsError):
+        return StorageError("storage: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                            "or AWS_PROFILE, or run with an instance/pod role")
+    if isinstance(err, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError)):
+        return StorageError(f"storage.endpoint_url: cannot reach {where} ({type(err).__name__}); "
+                            "check the URL and that the server is up")
+    if isinstance(err, bx.ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket" or (code in ("404", "NotFound") and bucket_level):
+            return StorageError(f"storage.uri: bucket {bucket!r} does not exist at {where}; create it or fix the URI")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFound(f"no such object {uri}")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "AccessDenied", "ExpiredToken"):
+            return StorageError(f"storage: access to {uri} denied ({code}); check the AWS credentials and the bucket policy")
+        return StorageError(f"storage: {uri}: {code or status} from {where}")
+    if isinstance(err, StorageError):
+        return err
+    return StorageError(f"storage: {uri}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
+def open_store(uri: str | os.PathLike, options: S3Options = S3Options()) -> Store:
+    return S3Store(str(uri), options) if is_s3(uri) else LocalStore(uri)
