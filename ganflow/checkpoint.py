@@ -172,3 +172,69 @@ def resolve_checkpoint(run_or_checkpoint: Path) -> Path:
     if latest is None:
         raise CheckpointError(f"{p}: no complete checkpoint under {p / 'checkpoints'}")
     return latest
+
+
+# --- checkpoints in a Store (a local directory or an S3 bucket; see objectstore.py) ---
+
+
+def publish_to(store, local_dir: Path, key: str) -> str:
+    """Publish a finished checkpoint under `key`; returns its URI. Locally a directory rename; in
+    a bucket every file first and the manifest last, so a checkpoint is never visible half-written
+    (readers treat a prefix without a manifest as absent)."""
+    from ganflow.objectstore import LocalStore
+
+    if isinstance(store, LocalStore):
+        return str(publish(Path(local_dir), store.path / key))
+    names = sorted(p.name for p in Path(local_dir).iterdir() if p.is_file() and p.name != MANIFEST)
+    for name in names:
+        store.put_file(f"{key}/{name}", Path(local_dir) / name)
+    store.put_file(f"{key}/{MANIFEST}", Path(local_dir) / MANIFEST)
+    return store.uri(key)
+
+
+def fetch(store, key: str, cache_dir: Path) -> Path:
+    """Download checkpoint `key` into `cache_dir` (manifest last) and return that directory; the
+    sha256 of every file is compared when it is loaded (`load_checkpoint`)."""
+    from ganflow.objectstore import LocalStore, NotFound
+
+    if isinstance(store, LocalStore):
+        return store.path / key
+    try:
+        manifest = store.get_bytes(f"{key}/{MANIFEST}")
+    except NotFound:
+        raise CheckpointError(f"{store.uri(key)}: no {MANIFEST}; not a complete checkpoint") from None
+    target = Path(cache_dir) / key.replace("/", "_")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    try:
+        files = json.loads(manifest).get("files", {})
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{store.uri(key)}/{MANIFEST}: unreadable manifest ({err})") from None
+    for name in files:
+        try:
+            store.get_file(f"{key}/{name}", target / name)
+        except NotFound:
+            raise CheckpointError(f"{store.uri(key)}/{name}: missing file listed in the manifest") from None
+    (target / MANIFEST).write_bytes(manifest)
+    return target
+
+
+def list_checkpoints_in(store, run_key: str) -> List[str]:
+    """Checkpoint keys of a run in `store`, newest step first (complete or not)."""
+    names = [n for n in store.list_dirs(f"{run_key}/checkpoints") if n.startswith("step_")]
+    return [f"{run_key}/checkpoints/{n}" for n in sorted(names, reverse=True)]
+
+
+def load_latest_from(store, run_key: str, cache_dir: Path, prefer: Optional[str] = None):
+    """(uri, state, manifest) of checkpoint `prefer` if intact, else of the newest intact one in
+    the store, or None; each refusal is logged with its reason (the resume falls back)."""
+    candidates = ([prefer] if prefer else []) + list_checkpoints_in(store, run_key)
+    for key in candidates:
+        try:
+            state, manifest = load_checkpoint(fetch(store, key, cache_dir))
+            return store.uri(key), state, manifest
+        except CheckpointError as err:
+            log.warning("refusing checkpoint %s: %s; falling back to the previous one", store.uri(key), err)
+    return None
+

@@ -82,3 +82,67 @@ def test_manifest_is_plain_json_without_pickles(tmp_path):
     manifest = json.loads((d / "manifest.json").read_text())
     assert set(manifest["files"]) == {f"{k}.safetensors" for k in ("G", "D", "G_ema", "opt_g", "opt_d", "rng")}
     assert manifest["config"]["train"]["batch_size"] == 8
+
+
+# --- the same checkpoints in a bucket on a real loopback S3 server ---
+
+
+def _s3_store(s3, prefix="team/runs"):
+    from ganflow.objectstore import S3Options, S3Store
+
+    endpoint, bucket = s3
+    return S3Store(f"s3://{bucket}/{prefix}", S3Options(endpoint_url=endpoint))
+
+
+def _publish_steps(store, tmp_path, run_key, steps):
+    cfg, st = _trained_state()
+    for s in steps:
+        st.step = s
+        local = ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / f"local_{s}")
+        ckpt.publish_to(store, local, f"{run_key}/checkpoints/{ckpt.step_dir_name(s)}")
+    return st
+
+
+def test_a_checkpoint_in_s3_round_trips_and_its_manifest_is_written_last(s3, tmp_path):
+    import boto3
+
+    store = _s3_store(s3)
+    uploaded = []  # object keys in the order their upload started
+    for op in ("PutObject", "CreateMultipartUpload"):
+        store.client.meta.events.register(f"before-parameter-build.s3.{op}", lambda params, **_: uploaded.append(params["Key"]))
+    st = _publish_steps(store, tmp_path, "exp/run", [10])
+    uri, state, manifest = ckpt.load_latest_from(store, "exp/run", tmp_path / "cache")
+    assert uri == store.uri("exp/run/checkpoints/step_00000010") and manifest["step"] == 10
+    assert all(torch.equal(state["G"][k], v) for k, v in st.G.state_dict().items())
+    assert uploaded[-1].endswith("/manifest.json") and len(uploaded) == len(manifest["files"]) + 1
+    endpoint, bucket = s3
+    objs = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket, Prefix="team/runs/exp/run/checkpoints/step_00000010/")["Contents"]
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in objs) == sorted(["manifest.json", *manifest["files"]])
+
+
+def test_a_corrupted_object_is_refused_and_resume_falls_back_to_the_previous_checkpoint(s3, tmp_path, caplog):
+    import boto3
+
+    store = _s3_store(s3)
+    _publish_steps(store, tmp_path, "exp/run", [10, 20])
+    endpoint, bucket = s3
+    key = "team/runs/exp/run/checkpoints/step_00000020/D.safetensors"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    blob = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    blob[-1] ^= 0xFF  # one flipped byte, behind ganflow's back
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(blob))
+
+    with pytest.raises(ckpt.CheckpointError, match="sha256 mismatch"):
+        ckpt.load_checkpoint(ckpt.fetch(store, "exp/run/checkpoints/step_00000020", tmp_path / "c1"))
+    with caplog.at_level("WARNING"):
+        uri, _, manifest = ckpt.load_latest_from(store, "exp/run", tmp_path / "c2")
+    assert manifest["step"] == 10 and uri.endswith("step_00000010")
+    assert "refusing checkpoint s3://" in caplog.text and "step_00000020" in caplog.text and "falling back" in caplog.text
+
+
+def test_a_checkpoint_without_its_manifest_in_s3_is_never_picked(s3, tmp_path):
+    store = _s3_store(s3)
+    _publish_steps(store, tmp_path, "exp/run", [10])
+    store.put_bytes("exp/run/checkpoints/step_00000030/G.safetensors", b"half of an upload")
+    uri, _, manifest = ckpt.load_latest_from(store, "exp/run", tmp_path / "cache")
+    assert manifest["step"] == 10
