@@ -185,25 +185,27 @@ def publish_to(store, local_dir: Path, key: str) -> str:
 
     if isinstance(store, LocalStore):
         return str(publish(Path(local_dir), store.path / key))
+    from ganflow.objectstore import join
+
     names = sorted(p.name for p in Path(local_dir).iterdir() if p.is_file() and p.name != MANIFEST)
     for name in names:
-        store.put_file(f"{key}/{name}", Path(local_dir) / name)
-    store.put_file(f"{key}/{MANIFEST}", Path(local_dir) / MANIFEST)
+        store.put_file(join(key, name), Path(local_dir) / name)
+    store.put_file(join(key, MANIFEST), Path(local_dir) / MANIFEST)
     return store.uri(key)
 
 
 def fetch(store, key: str, cache_dir: Path) -> Path:
     """Download checkpoint `key` into `cache_dir` (manifest last) and return that directory; the
     sha256 of every file is compared when it is loaded (`load_checkpoint`)."""
-    from ganflow.objectstore import LocalStore, NotFound
+    from ganflow.objectstore import LocalStore, NotFound, join
 
     if isinstance(store, LocalStore):
-        return store.path / key
+        return Path(store.uri(key))
     try:
-        manifest = store.get_bytes(f"{key}/{MANIFEST}")
+        manifest = store.get_bytes(join(key, MANIFEST))
     except NotFound:
         raise CheckpointError(f"{store.uri(key)}: no {MANIFEST}; not a complete checkpoint") from None
-    target = Path(cache_dir) / key.replace("/", "_")
+    target = Path(cache_dir) / (key.replace("/", "_") or "checkpoint")
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -213,7 +215,7 @@ def fetch(store, key: str, cache_dir: Path) -> Path:
         raise CheckpointError(f"{store.uri(key)}/{MANIFEST}: unreadable manifest ({err})") from None
     for name in files:
         try:
-            store.get_file(f"{key}/{name}", target / name)
+            store.get_file(join(key, name), target / name)
         except NotFound:
             raise CheckpointError(f"{store.uri(key)}/{name}: missing file listed in the manifest") from None
     (target / MANIFEST).write_bytes(manifest)
@@ -222,8 +224,10 @@ def fetch(store, key: str, cache_dir: Path) -> Path:
 
 def list_checkpoints_in(store, run_key: str) -> List[str]:
     """Checkpoint keys of a run in `store`, newest step first (complete or not)."""
-    names = [n for n in store.list_dirs(f"{run_key}/checkpoints") if n.startswith("step_")]
-    return [f"{run_key}/checkpoints/{n}" for n in sorted(names, reverse=True)]
+    from ganflow.objectstore import join
+
+    names = [n for n in store.list_dirs(join(run_key, "checkpoints")) if n.startswith("step_")]
+    return [join(run_key, "checkpoints", n) for n in sorted(names, reverse=True)]
 
 
 def load_latest_from(store, run_key: str, cache_dir: Path, prefer: Optional[str] = None):

@@ -56,11 +56,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from ganflow.checkpoint import CheckpointError
+    from ganflow.objectstore import StorageError
     from ganflow.sample import SampleError, sample_to_file
 
     try:
         path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label)
-    except (CheckpointError, SampleError) as err:
+    except (CheckpointError, SampleError, StorageError) as err:
         return _die(str(err))
     print(path)
     return 0

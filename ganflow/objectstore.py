@@ -37,7 +37,7 @@ class S3Options:
     endpoint_url: Optional[str] = None  # MinIO, Ceph RGW, R2, a test server; None: AWS
     region: Optional[str] = None
     retry_mode: str = "standard"  # botocore's standard or adaptive
-    max_attempts: int = 10
+    max_attempts: int = 10  # total, the first attempt included
 
 
 def is_s3(uri: str | os.PathLike) -> bool:
@@ -153,13 +153,18 @@ class LocalStore(Store):
             raise StorageError(f"storage.uri: cannot create {self.root}: {err.strerror}") from None
 
 
-def _log_failed_attempt(attempts: int, operation, caught_exception=None, response=None, **_) -> None:
-    """botocore `needs-retry` listener: says what failed and that botocore will decide on a retry."""
-    status = response[0].status_code if response and response[0] is not None else None
-    if caught_exception is None and (status is None or status < 500) and status != 429:
-        return
-    what = type(caught_exception).__name__ if caught_exception is not None else f"HTTP {status}"
-    log.warning("storage: %s attempt %d failed (%s); retrying per botocore's retry mode", operation.name, attempts, what)
+def _retry_logger(max_attempts: int):
+    """A botocore `needs-retry` listener that says what failed; botocore decides on the retry."""
+
+    def log_failed_attempt(attempts: int, operation, caught_exception=None, response=None, **_) -> None:
+        status = response[0].status_code if response and response[0] is not None else None
+        if caught_exception is None and (status is None or status < 500) and status != 429:
+            return
+        what = type(caught_exception).__name__ if caught_exception is not None else f"HTTP {status}"
+        then = "retrying" if attempts < max_attempts else "giving up"
+        log.warning("ganflow storage: %s attempt %d/%d failed (%s); %s", operation.name, attempts, max_attempts, what, then)
+
+    return log_failed_attempt
 
 
 class S3Store(Store):
@@ -175,12 +180,12 @@ class S3Store(Store):
         self.options = options
         config = Config(
             region_name=options.region,
-            retries={"mode": options.retry_mode, "max_attempts": options.max_attempts},
+            retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts},
             connect_timeout=5,
             read_timeout=60,
         )
         self.client = boto3.session.Session().client("s3", endpoint_url=options.endpoint_url, config=config)
-        self.client.meta.events.register("needs-retry.s3", _log_failed_attempt)
+        self.client.meta.events.register("needs-retry.s3", _retry_logger(options.max_attempts))
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK)
 
     def _k(self, key: str) -> str:
@@ -190,7 +195,7 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{self._k(key)}".rstrip("/")
 
     def _explain(self, err: Exception, key: str = "", bucket_level: bool = False) -> StorageError:
-        return explain_s3_error(err, self.bucket, self.uri(key), self.options.endpoint_url, bucket_level)
+        return explain_s3_error(err, self.bucket, self.uri(key), self.client.meta.endpoint_url, bucket_level)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:

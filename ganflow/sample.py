@@ -7,6 +7,7 @@ float32 `samples` (N, 2) for 2D models. .png: a grid (images) or a scatter plot 
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -17,6 +18,7 @@ from ganflow import checkpoint as ckpt
 from ganflow.config import from_dict
 from ganflow.data import rng_seed
 from ganflow.models import build_models
+from ganflow.objectstore import S3Store, is_s3
 from ganflow.storage import write_atomic
 from ganflow.visual import grid_png, scatter_png
 
@@ -25,17 +27,37 @@ class SampleError(ValueError):
     pass
 
 
-def load_generator(run_or_checkpoint: str | Path) -> Tuple[torch.nn.Module, dict, Path]:
-    """(generator in eval mode, data meta, checkpoint path); the EMA weights when the run has them."""
-    path = ckpt.resolve_checkpoint(Path(run_or_checkpoint))
-    manifest = ckpt.read_manifest(path)
-    component = "G_ema" if "G_ema" in manifest["state"] else "G"
-    state, manifest = ckpt.load_checkpoint(path, components=[component])
+def load_generator(run_or_checkpoint: str | Path) -> Tuple[torch.nn.Module, dict, str]:
+    """(generator in eval mode, data meta, checkpoint location); the EMA weights when the run has
+    them. `s3://` locations are read through boto3 (endpoint from AWS_ENDPOINT_URL, credentials
+    from the AWS chain) and checked against their sha256 like local ones."""
+    if is_s3(run_or_checkpoint):
+        state, manifest, path = _load_from_s3(str(run_or_checkpoint))
+        component = "G_ema" if "G_ema" in state else "G"
+    else:
+        path = ckpt.resolve_checkpoint(Path(run_or_checkpoint))
+        manifest = ckpt.read_manifest(path)
+        component = "G_ema" if "G_ema" in manifest["state"] else "G"
+        state, manifest = ckpt.load_checkpoint(path, components=[component])
     cfg = from_dict(manifest["config"])
     meta = manifest["meta"]
     G, _ = build_models(cfg.model, tuple(meta["sample_shape"]), meta["num_classes"])
     G.load_state_dict(state[component])
     return G.eval(), meta, path
+
+
+def _load_from_s3(uri: str) -> tuple:
+    """(state, manifest, uri) of a checkpoint URI, or of the newest intact checkpoint of a run URI."""
+    store = S3Store(uri.rstrip("/"))
+    with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as cache:
+        if store.exists(ckpt.MANIFEST):
+            state, manifest = ckpt.load_checkpoint(ckpt.fetch(store, "", Path(cache)))
+            return state, manifest, store.uri()
+        found = ckpt.load_latest_from(store, "", Path(cache))
+    if found is None:
+        raise ckpt.CheckpointError(f"{store.uri()}: no complete checkpoint under {store.uri('checkpoints')}")
+    checkpoint_uri, state, manifest = found
+    return state, manifest, checkpoint_uri
 
 
 @torch.no_grad()

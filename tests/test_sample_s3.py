@@ -1,0 +1,47 @@
+"""`ganflow sample s3://...` from a process that has only the URI (and AWS_* in its environment)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ganflow import checkpoint as ckpt
+from ganflow import config
+from ganflow.gan import GANStep
+from ganflow.objectstore import S3Options, S3Store
+from ganflow.sample import generate, load_generator
+from ganflow.train import build_state, data_meta
+from tests.conftest import JOBS, S3_ENV, run_cli
+
+
+def _ring_checkpoint(tmp_path):
+    cfg = config.load(JOBS / "ring.yaml", ["train.batch_size=64"])
+    ds, st = build_state(cfg, torch.device("cpu"))
+    step = GANStep(cfg, torch.device("cpu"), 0, cfg.model.nz)
+    for _ in range(3):
+        step.step(st, st.G, st.D, lambda i: (ds.x[i * 64:(i + 1) * 64], None))
+    return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "local", data_meta(ds))
+
+
+def test_sample_from_a_run_in_s3_matches_sampling_the_same_checkpoint_locally(s3, tmp_path):
+    endpoint, bucket = s3
+    local = _ring_checkpoint(tmp_path)
+    store = S3Store(f"s3://{bucket}/runs", S3Options(endpoint_url=endpoint))
+    ckpt.publish_to(store, local, "ring/run1/checkpoints/step_00000003")
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+    for uri in (f"s3://{bucket}/runs/ring/run1", f"s3://{bucket}/runs/ring/run1/checkpoints/step_00000003"):
+        out = tmp_path / "s.npz"
+        proc = run_cli("sample", uri, "--num", "32", "--seed", "7", "--out", str(out), env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        expected, _ = generate(load_generator(local)[0], 32, seed=7)
+        assert np.array_equal(np.load(out)["samples"], expected.numpy())
+
+
+def test_sample_from_a_missing_bucket_is_one_line_exit_2(s3, tmp_path):
+    endpoint, _ = s3
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    proc = run_cli("sample", "s3://no-such-bucket/runs/x", "--num", "4", "--out", str(tmp_path / "s.npz"), env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("ganflow: error: storage"), proc.stderr[-1000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "s.npz").exists()
