@@ -29,6 +29,19 @@ from ganflow.models import build_models
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
 
 
+def images_per_s(step, steps: int, batch: int, device: str) -> float:
+    """Steady-state images/s of `step()` after 20 warm-up calls (GPU work waited for)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(20):
+        step()
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return steps * batch / (time.perf_counter() - t)
+
+
 def plain_pytorch(cfg: config.JobConfig, steps: int, threads: int, device: str) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -52,15 +65,7 @@ def plain_pytorch(cfg: config.JobConfig, steps: int, threads: int, device: str) 
         loss_g.backward()
         opt_g.step()
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(20):
-        step()
-    sync()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * b / (time.perf_counter() - t)
+    return images_per_s(step, steps, b, device)
 
 
 def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: str) -> float:
@@ -76,15 +81,7 @@ def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: 
     def batches(i):
         return x[sampler.indices(i)], None
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(20):
-        stepper.step(state, state.G, state.D, batches)
-    sync()
-    t = time.perf_counter()
-    for _ in range(steps):
-        stepper.step(state, state.G, state.D, batches)
-    sync()
-    return steps * cfg.train.batch_size / (time.perf_counter() - t)
+    return images_per_s(lambda: stepper.step(state, state.G, state.D, batches), steps, cfg.train.batch_size, device)
 
 
 def ganflow_run(cfg: config.JobConfig) -> float:

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ganflow.objectstore import is_s3
+
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
@@ -29,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if job is None and args.resume is None:
         return _die("train needs a JOB.yaml (or --resume RUN)")
     if args.resume is not None:
-        if args.resume.startswith("s3://"):
+        if is_s3(args.resume):
             return _die("--resume: s3:// runs are not available in this version yet; use a local run directory")
         run = Path(args.resume)
         if not (run / CONFIG_FILE).is_file():
@@ -39,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load(job, overrides)
     except ConfigError as err:
         return _die(f"config: {err}")
-    if cfg.storage.uri.startswith("s3://"):  # validated, but the run path is not wired to it yet
+    if is_s3(cfg.storage.uri):  # validated, but the run path is not wired to it yet
         return _die("config: storage.uri: training into s3:// is not available in this version yet; use a local directory")
 
     from ganflow.train import run as run_training

@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ganflow.objectstore import is_s3
+
 
 class ConfigError(ValueError):
     """A bad job config; the message names the dotted key and what would fix it."""
@@ -255,9 +257,9 @@ S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 def _validate_storage(st: StorageConfig) -> None:
     if not st.uri:
         _fail("storage.uri", "must be a directory (e.g. runs) or s3://bucket/prefix")
-    if "://" in st.uri and not st.uri.startswith("s3://"):
+    if "://" in st.uri and not is_s3(st.uri):
         _fail("storage.uri", f"unsupported scheme in {st.uri.split('://')[0]}://...; use a local path or s3://bucket/prefix")
-    if st.uri.startswith("s3://"):
+    if is_s3(st.uri):
         netloc = urlparse(st.uri).netloc
         if "@" in netloc:
             _fail("storage.uri", "credentials do not belong in the URI; " + CREDENTIALS_HINT)
@@ -269,7 +271,7 @@ def _validate_storage(st: StorageConfig) -> None:
             _fail("storage.endpoint_url", "must be http(s)://host[:port], e.g. http://127.0.0.1:9000")
         if parsed.username or parsed.password:
             _fail("storage.endpoint_url", "credentials do not belong in the URL; " + CREDENTIALS_HINT)
-        if not st.uri.startswith("s3://"):
+        if not is_s3(st.uri):
             _fail("storage.endpoint_url", "only applies to s3:// storage; set storage.uri=s3://bucket/prefix or drop it")
     _one_of("storage.retry_mode", st.retry_mode, RETRY_MODES)
     _positive("storage.max_attempts", st.max_attempts)
@@ -281,14 +283,18 @@ CREDENTIALS_HINT = ("credentials come from the AWS chain: AWS_ACCESS_KEY_ID/AWS_
 SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key|apikey)", re.IGNORECASE)
 
 
-def _reject_secrets(node: Any, prefix: str = "") -> None:
-    """Refuse secret-looking keys by name, before the schema's generic unknown-key error (which
+def _refuse_secret_key(key: str) -> None:
+    """Refuse a secret-looking key by name, before the schema's generic unknown-key error (which
     would be right too, but would not say where credentials go). Values are never echoed."""
+    if SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        _fail(key, "credentials do not belong in a job config (it is saved with every run); " + CREDENTIALS_HINT)
+
+
+def _reject_secrets(node: Any, prefix: str = "") -> None:
     if isinstance(node, dict):
         for k, v in node.items():
             key = f"{prefix}.{k}" if prefix else str(k)
-            if SECRET_KEY.search(str(k)):
-                _fail(key, "credentials do not belong in a job config (it is saved with every run); " + CREDENTIALS_HINT)
+            _refuse_secret_key(key)
             _reject_secrets(v, key)
 
 
@@ -316,9 +322,8 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
             layers.append(loaded)
         for item in overrides or []:
             if "=" not in item:
-                raise ConfigError(f"{item.split('=')[0]}: overrides take the form dotted.key=value")
-            if SECRET_KEY.search(item.split("=", 1)[0]):
-                _fail(item.split("=", 1)[0], "credentials do not belong in a job config (it is saved with every run); " + CREDENTIALS_HINT)
+                raise ConfigError(f"{item}: overrides take the form dotted.key=value")
+            _refuse_secret_key(item.split("=", 1)[0])
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)

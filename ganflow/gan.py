@@ -176,7 +176,8 @@ class GANStep:
         return slice(rank * n, (rank + 1) * n)
 
     def _rank_rows(self, rank: int, world: int) -> tuple:
-        return rank * (self.global_batch // world), self.global_batch
+        """The rank slice as DiffAugment takes it: (first row, global batch size)."""
+        return self._rank_slice(rank, world).start, self.global_batch
 
     def generate(self, G: nn.Module, index: int, rank: int, world: int, keep_graph: bool) -> tuple:
         """Fakes for global batch `index`. `keep_graph`: through the (DDP) G with autograd on, so

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 from urllib.parse import urlparse
+
+from ganflow.storage import TEMP_MARK, copy_atomic, replace_atomically, write_atomic
 
 log = logging.getLogger("ganflow.storage")
 
@@ -104,11 +105,7 @@ class LocalStore(Store):
         return str(self._p(key))
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        dest = self._p(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        write_atomic(self._p(key), data)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -117,11 +114,7 @@ class LocalStore(Store):
             raise NotFound(f"no such file {self.uri(key)}") from None
 
     def put_file(self, key: str, path: Path) -> None:
-        dest = self._p(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.tmp-{secrets.token_hex(4)}"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
+        copy_atomic(path, self._p(key))
 
     def get_file(self, key: str, path: Path) -> None:
         if not self._p(key).is_file():
@@ -137,7 +130,7 @@ class LocalStore(Store):
         if not base.is_dir():
             return []
         return sorted(str(p.relative_to(self.path)).replace(os.sep, "/") for p in base.rglob("*")
-                      if p.is_file() and ".tmp-" not in p.name)
+                      if p.is_file() and TEMP_MARK not in p.name)
 
     def list_dirs(self, prefix: str = "") -> List[str]:
         base = self._p(prefix)
@@ -216,15 +209,10 @@ class S3Store(Store):
             raise self._explain(getattr(err, "last_exception", None) or err, key) from None
 
     def get_file(self, key: str, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
         try:
-            self.client.download_file(self.bucket, self._k(key), str(tmp), Config=self.transfer)
+            replace_atomically(path, lambda tmp: self.client.download_file(self.bucket, self._k(key), str(tmp), Config=self.transfer))
         except Exception as err:
-            tmp.unlink(missing_ok=True)
             raise self._explain(err, key) from None
-        os.replace(tmp, path)
 
     def exists(self, key: str) -> bool:
         try:

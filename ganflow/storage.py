@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -26,11 +27,28 @@ def new_run_dir(storage_uri: str, experiment: str) -> Path:
     return Path(storage_uri).expanduser().resolve() / experiment / new_run_id()
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
+TEMP_MARK = ".tmp-"  # in the names of files still being written; listings skip them
+
+
+def replace_atomically(path: Path, fill: Callable[[Path], Any]) -> None:
+    """`fill(tmp)` writes a temporary file beside `path`, which is then renamed over it: readers see
+    the old file or the whole new one. A failed fill leaves nothing behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    tmp = path.parent / f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}"
+    try:
+        fill(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_bytes(data.encode() if isinstance(data, str) else data))
+
+
+def copy_atomic(src: Path, path: Path) -> None:
+    replace_atomically(path, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def append_metrics(run_dir: Path, record: Dict[str, Any]) -> None:

@@ -82,3 +82,17 @@ def test_missing_credentials_say_where_credentials_come_from(s3, monkeypatch):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(StorageError, match=r"^storage: no AWS credentials found; set AWS_ACCESS_KEY_ID"):
         S3Store(f"s3://{bucket}/x", S3Options(endpoint_url=endpoint, max_attempts=1)).check()
+
+
+def test_a_failed_write_or_download_keeps_the_old_file_and_leaves_no_temporary(store, tmp_path):
+    store.put_bytes("exp/run/config.yaml", b"old")
+    with pytest.raises((OSError, StorageError)):
+        store.put_file("exp/run/config.yaml", tmp_path / "no-such-source")
+    assert store.get_bytes("exp/run/config.yaml") == b"old"
+    assert store.list("exp") == ["exp/run/config.yaml"]
+    dest = tmp_path / "dl" / "config.yaml"
+    dest.parent.mkdir()
+    dest.write_bytes(b"local")
+    with pytest.raises(NotFound):
+        store.get_file("exp/run/missing", dest)
+    assert dest.read_bytes() == b"local" and [p.name for p in dest.parent.iterdir()] == ["config.yaml"]

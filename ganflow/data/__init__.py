@@ -75,9 +75,8 @@ class BatchSampler:
             self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
             g = torch.Generator().manual_seed(rng_seed(self.seed, 0x0DA7A, epoch))
             perm = torch.randperm(self.n, generator=g)
-            if self.device.type == "cuda":
-                perm = perm.pin_memory().to(self.device, non_blocking=True)
-            self._perms[epoch] = perm.to(self.device)
+            cuda = self.device.type == "cuda"  # pinned + non_blocking: the copy does not sync the host
+            self._perms[epoch] = (perm.pin_memory() if cuda else perm).to(self.device, non_blocking=cuda)
         return self._perms[epoch]
 
     def indices(self, batch_index: int) -> torch.Tensor:
