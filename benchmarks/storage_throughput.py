@@ -20,6 +20,8 @@ import boto3
 
 from ganflow.objectstore import S3Options, S3Store
 
+import loopback_s3  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 
 def timed(fn) -> float:
     t = time.perf_counter()
@@ -37,24 +39,7 @@ def main() -> None:
 
     server = None
     if args.endpoint is None:
-        import socket
-
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        args.endpoint = f"http://127.0.0.1:{port}"
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        boto3.client("s3", endpoint_url=args.endpoint).create_bucket(Bucket=args.bucket)
+        server, args.endpoint = loopback_s3.start(args.bucket)
 
     store = S3Store(f"s3://{args.bucket}/bench", S3Options(endpoint_url=args.endpoint))
     plain = boto3.client("s3", endpoint_url=args.endpoint)

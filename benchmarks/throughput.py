@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ganflow import config, storage
+from ganflow import config
 from ganflow import train as gtrain
 from ganflow.data import BatchSampler, build_dataset
 from ganflow.gan import GANStep
@@ -86,7 +86,7 @@ def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: 
 
 def ganflow_run(cfg: config.JobConfig) -> float:
     run = gtrain.run(cfg)
-    windows = [r["throughput/imgs_per_s"] for r in storage.read_metrics(run)][1:]
+    windows = [r["throughput/imgs_per_s"] for r in run.read_metrics()][1:]
     return statistics.median(windows)
 
 

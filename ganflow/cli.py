@@ -1,4 +1,4 @@
-"""`ganflow` command line: train, sample.
+"""`ganflow` command line: train, sample, runs list.
 
 Exit codes: 0 success, 2 bad input (config, arguments, missing run), 1 training failure.
 `train` prints the run location as the last line of stdout.
@@ -7,11 +7,11 @@ Exit codes: 0 success, 2 bad input (config, arguments, missing run), 1 training 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional
-
-from ganflow.objectstore import is_s3
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
@@ -21,38 +21,54 @@ def _die(msg: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def _override(overrides: List[str], key: str) -> Optional[str]:
+    values = [item.split("=", 1)[1] for item in overrides if item.startswith(key + "=")]
+    return values[-1] if values else None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ganflow.config import ConfigError, load
-    from ganflow.storage import CONFIG_FILE
+    from ganflow.objectstore import NotFound, S3Options, StorageError
+    from ganflow.runs import Run
 
     job, overrides = args.job, list(args.overrides)
     if job is not None and "=" in job:  # `ganflow train --resume RUN key=value` has no job file
         job, overrides = None, [job] + overrides
     if job is None and args.resume is None:
         return _die("train needs a JOB.yaml (or --resume RUN)")
-    if args.resume is not None:
-        if is_s3(args.resume):
-            return _die("--resume: s3:// runs are not available in this version yet; use a local run directory")
-        run = Path(args.resume)
-        if not (run / CONFIG_FILE).is_file():
-            return _die(f"--resume: {run} is not a run directory (no {CONFIG_FILE})")
-        job = job or run / CONFIG_FILE
-    try:
-        cfg = load(job, overrides)
-    except ConfigError as err:
-        return _die(f"config: {err}")
-    if is_s3(cfg.storage.uri):  # validated, but the run path is not wired to it yet
-        return _die("config: storage.uri: training into s3:// is not available in this version yet; use a local directory")
+    with tempfile.TemporaryDirectory(prefix="ganflow-") as tmp:
+        if args.resume is not None and job is None:
+            # the run's own config.yaml, read from wherever the run lives (endpoint: the override
+            # if given, else AWS_ENDPOINT_URL); the overrides then apply on top of it
+            try:
+                resumed = Run.open(args.resume, S3Options(endpoint_url=_override(overrides, "storage.endpoint_url")))
+                if not resumed.is_local:
+                    resumed.store.check()
+                text = resumed.read_config()
+            except NotFound:
+                return _die(f"--resume: {args.resume} is not a run (no config.yaml there)")
+            except StorageError as err:
+                return _die(f"--resume: {err}")
+            job = Path(tmp) / "config.yaml"
+            job.write_text(text)
+        try:
+            cfg = load(job, overrides)
+        except ConfigError as err:
+            return _die(f"config: {err}")
 
-    from ganflow.train import run as run_training
+        from ganflow.train import run as run_training
 
-    try:
-        run_dir = run_training(cfg, address=args.address, resume=args.resume)
-    except KeyboardInterrupt:
-        return _die("interrupted", 130)
-    except Exception as err:  # Ray's TrainingFailedError and friends: the traceback is above
-        return _die(f"training failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", EXIT_FAILURE)
-    print(run_dir)
+        try:
+            run = run_training(cfg, address=args.address, resume=args.resume)
+        except StorageError as err:  # raised before any training: endpoint, bucket, credentials
+            return _die(str(err))
+        except ConfigError as err:  # data.path in a bucket, checked before any training
+            return _die(f"config: {err}")
+        except KeyboardInterrupt:
+            return _die("interrupted", 130)
+        except Exception as err:  # Ray's TrainingFailedError and friends: the traceback is above
+            return _die(f"training failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", EXIT_FAILURE)
+    print(run.uri)
     return 0
 
 
@@ -69,6 +85,32 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from ganflow.objectstore import StorageError
+    from ganflow.runs import list_runs
+
+    try:
+        runs = list_runs(args.location)
+    except StorageError as err:
+        return _die(str(err))
+    if args.json:
+        for r in runs:
+            print(json.dumps(r))
+        return 0
+    if not runs:
+        print(f"no runs under {args.location}", file=sys.stderr)
+        return 0
+    rows = [("RUN", "STATUS", "STEP", "CKPT", "LOSS D", "LOSS G", "IMG/S")]
+    for r in runs:
+        m = r["metrics"]
+        rows.append((r["run"], r["status"], str(r["step"]), "-" if r["checkpoint_step"] is None else str(r["checkpoint_step"]),
+                     *(f"{m[k]:{fmt}}" if k in m else "-" for k, fmt in (("loss/d", ".4f"), ("loss/g", ".4f"), ("throughput/imgs_per_s", ".0f")))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,16 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("job", nargs="?", help="job spec YAML, e.g. jobs/quickstart.yaml")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 optim.g.lr=1e-4")
     t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an in-process local Ray)")
-    t.add_argument("--resume", help="run directory to continue to train.steps")
+    t.add_argument("--resume", help="run location (directory or s3:// URI) to continue to train.steps")
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("sample", help="draw samples from a run or checkpoint")
-    s.add_argument("run", help="run directory (its latest checkpoint) or one checkpoint directory")
+    s.add_argument("run", help="run location (its latest checkpoint) or one checkpoint; a directory or s3:// URI")
     s.add_argument("--num", type=int, required=True, help="number of samples")
     s.add_argument("--out", required=True, help="output file: .npz (arrays) or .png (grid)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class label for conditional models")
     s.set_defaults(fn=cmd_sample)
+
+    r = sub.add_parser("runs", help="runs in a storage location")
+    rsub = r.add_subparsers(dest="runs_command", required=True)
+    rl = rsub.add_parser("list", help="runs under a location, with their status, step and latest metrics")
+    rl.add_argument("location", help="storage root, experiment or run: a directory or s3://bucket/prefix")
+    rl.add_argument("--json", action="store_true", help="one JSON object per run")
+    rl.set_defaults(fn=cmd_runs_list)
     return p
 
 

@@ -176,6 +176,8 @@ class S3Store(Store):
             retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts},
             connect_timeout=5,
             read_timeout=60,
+            # S3-compatible servers (MinIO, Ceph, moto) are addressed by path; AWS picks for itself
+            s3={"addressing_style": "path" if options.endpoint_url else "auto"},
         )
         self.client = boto3.session.Session().client("s3", endpoint_url=options.endpoint_url, config=config)
         self.client.meta.events.register("needs-retry.s3", _retry_logger(options.max_attempts))
@@ -234,7 +236,8 @@ class S3Store(Store):
 
     def list(self, prefix: str = "") -> List[str]:
         base = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(obj["Key"][base:] for page in self._pages(prefix) for obj in page.get("Contents", []))
+        return sorted(obj["Key"][base:] for page in self._pages(prefix) for obj in page.get("Contents", [])
+                      if not obj["Key"].endswith("/"))  # folder markers some tools (pyarrow) create
 
     def list_dirs(self, prefix: str = "") -> List[str]:
         names = []
@@ -251,8 +254,16 @@ class S3Store(Store):
                 raise self._explain(err, prefix) from None
 
     def check(self) -> None:
+        """One quick look at the bucket (3 attempts, no retry log): a wrong endpoint, bucket or
+        credential is reported in seconds, not after the full retry budget."""
+        import boto3
+        from botocore.config import Config
+
+        quick = boto3.session.Session().client(
+            "s3", endpoint_url=self.options.endpoint_url,
+            config=self.client.meta.config.merge(Config(retries={"mode": self.options.retry_mode, "total_max_attempts": 3})))
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            quick.head_bucket(Bucket=self.bucket)
         except Exception as err:
             raise self._explain(err, bucket_level=True) from None
 
@@ -281,6 +292,53 @@ def explain_s3_error(err: Exception, bucket: str, uri: str, endpoint: Optional[s
     if isinstance(err, StorageError):
         return err
     return StorageError(f"storage: {uri}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
+def s3_endpoint(options: S3Options) -> Optional[str]:
+    """The endpoint boto3 will use: the config's, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL."""
+    return options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def pyarrow_s3(options: S3Options):
+    """pyarrow's S3FileSystem on the same endpoint, for Ray Train's storage and Ray Data, retrying
+    like our boto3 client. Credentials come from the AWS chain inside pyarrow; none are passed
+    (or pickled with it)."""
+    kwargs: dict = {}
+    endpoint = s3_endpoint(options)
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+    region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return _retrying_s3_class()(options.max_attempts, kwargs)
+
+
+_RETRYING_S3 = None
+
+
+def _retrying_s3_class():
+    """pyarrow's S3FileSystem drops its retry strategy when pickled, and Ray pickles the storage
+    filesystem to its controller, which then failed its first write in an outage. This subclass
+    pickles the strategy along (by attempts), so every Ray process retries alike."""
+    global _RETRYING_S3
+    if _RETRYING_S3 is None:
+        from pyarrow import fs
+
+        class RetryingS3FileSystem(fs.S3FileSystem):
+            def __init__(self, max_attempts: int, kwargs: dict):
+                super().__init__(retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=max_attempts), **kwargs)
+                self._args = (max_attempts, kwargs)
+
+            def __reduce__(self):
+                return _make_retrying_s3, self._args
+
+        _RETRYING_S3 = RetryingS3FileSystem
+    return _RETRYING_S3
+
+
+def _make_retrying_s3(max_attempts: int, kwargs: dict):
+    return _retrying_s3_class()(max_attempts, kwargs)
 
 
 def open_store(uri: str | os.PathLike, options: S3Options = S3Options()) -> Store:

@@ -1,18 +1,15 @@
-"""Run locations: `<storage.uri>/<experiment>/<run_id>/` on a local (or shared) filesystem.
-
-Layout (fixed contract, see README): config.yaml, metrics.jsonl, samples/step_<8 digits>.png,
-checkpoints/step_<8 digits>/{manifest.json, *.safetensors}. Writes are atomic (temp + rename).
+"""Local file plumbing shared by run locations and object stores: run ids, the run layout's file
+names, and all-or-nothing writes (temp + rename). A run's files are written through `runs.Run`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -21,10 +18,6 @@ STATUS_FILE = "status.json"
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-def new_run_dir(storage_uri: str, experiment: str) -> Path:
-    return Path(storage_uri).expanduser().resolve() / experiment / new_run_id()
 
 
 TEMP_MARK = ".tmp-"  # in the names of files still being written; listings skip them
@@ -50,24 +43,3 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 def copy_atomic(src: Path, path: Path) -> None:
     replace_atomically(path, lambda tmp: shutil.copyfile(src, tmp))
 
-
-def append_metrics(run_dir: Path, record: Dict[str, Any]) -> None:
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_metrics(run_dir: Path) -> List[Dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def truncate_metrics(run_dir: Path, last_step: int) -> None:
-    """Drop records logged after `last_step`, so a resumed run never repeats a step."""
-    records = [r for r in read_metrics(run_dir) if r["step"] <= last_step]
-    write_atomic(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def write_status(run_dir: Path, status: str, **extra: Any) -> None:
-    write_atomic(Path(run_dir) / STATUS_FILE, json.dumps({"status": status, "time": time.time(), **extra}))

@@ -19,11 +19,13 @@ import torch
 import torch.distributed as dist
 
 from ganflow import checkpoint as ckpt
-from ganflow import storage
 from ganflow.config import JobConfig, from_dict
 from ganflow.data import BatchSampler, build_dataset
+from ganflow.data.images import StreamedBatches, ray_dataset
 from ganflow.gan import GANStep, TrainingState, unwrap
 from ganflow.models import build_models
+from ganflow.objectstore import StorageError, is_s3
+from ganflow.runs import Run, checkpoint_key_of, store_options
 from ganflow.visual import grid_png, scatter_png
 
 log = logging.getLogger("ganflow.train")
@@ -32,7 +34,7 @@ log = logging.getLogger("ganflow.train")
 def build_state(cfg: JobConfig, device: torch.device):
     """Data set, models and training state for one worker (also used by the benchmarks)."""
     torch.manual_seed(cfg.train.seed)  # identical init on every rank; DDP broadcasts rank 0's anyway
-    dataset = build_dataset(cfg.data, cfg.train.seed)
+    dataset = build_dataset(cfg.data, cfg.train.seed, store_options(cfg.storage))
     G, D = build_models(cfg.model, dataset.shape, dataset.num_classes)
     return dataset, TrainingState.create(cfg, G, D, device)
 
@@ -107,23 +109,24 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
 
     _quiet_ray_train_logs()
     cfg = from_dict(loop_config["job"])
-    run_dir = Path(loop_config["run_dir"])
+    run = Run.open(loop_config["run_uri"], store_options(cfg.storage))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
 
     dataset, state = build_state(cfg, device)
-    # After a worker failure Ray hands back its latest checkpoint; on `--resume` the run directory
+    # After a worker failure Ray hands back its latest checkpoint; on `--resume` the run location
     # has them. Either way the newest one that passes its checksums wins.
     reported = ray.train.get_checkpoint()
-    found = ckpt.load_latest(run_dir, prefer=Path(reported.path) if reported else None)
+    found = run.load_latest_checkpoint(prefer=checkpoint_key_of(reported.path) if reported else None)
     if found is not None:
         resume_from, sd, _ = found
         state.load_state_dict(sd)
         state.set_lr(cfg.optim.g.lr, cfg.optim.d.lr)  # the config's rates win over the restored ones
         if rank == 0:
-            storage.truncate_metrics(run_dir, state.step)
             print(f"[ganflow] resuming from {resume_from} (step {state.step})", flush=True)
+    if rank == 0:  # records past the restored step (or all, with no checkpoint) are redone
+        run.truncate_metrics(state.step)
 
     G, D = state.G, state.D
     if cfg.scaling.sync_batchnorm:
@@ -134,13 +137,16 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     state.G, state.D = unwrap(G), unwrap(D)
 
     stepper = GANStep(cfg, device, dataset.num_classes, cfg.model.nz)
-    sampler = BatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, rank, world, device)
-    x = dataset.x.to(device)
-    y = dataset.y.to(device) if dataset.y is not None and dataset.num_classes else None
+    if dataset.streamed:  # this worker's shard of the Ray Data stream
+        batches = StreamedBatches(ray.train.get_dataset_shard("train"), cfg.train.batch_size // world, cfg.train.seed, device)
+    else:
+        sampler = BatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, rank, world, device)
+        x = dataset.x.to(device)
+        y = dataset.y.to(device) if dataset.y is not None and dataset.num_classes else None
 
-    def batches(index: int):
-        idx = sampler.indices(index)
-        return x[idx], (y[idx] if y is not None else None)
+        def batches(index: int):
+            idx = sampler.indices(index)
+            return x[idx], (y[idx] if y is not None else None)
 
     meta = data_meta(dataset)
     t = cfg.train
@@ -171,15 +177,15 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             metrics["step"] = step
             window_start, window_steps = time.perf_counter(), 0
             if rank == 0:
-                storage.append_metrics(run_dir, metrics)
+                run.append_metrics(metrics)
                 progress.update(step, metrics)
 
         if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
             png = _sample_png(state, stepper, dataset, fixed)
-            storage.write_atomic(run_dir / "samples" / f"step_{step:08d}.png", png)
+            run.put_sample(step, png)
 
         if step % t.checkpoint_every == 0 or step == t.steps:
-            _report_checkpoint(cfg, state, metrics or {"step": step}, run_dir, rank, meta)
+            _report_checkpoint(cfg, state, metrics or {"step": step}, run, rank, meta)
             last_ray_report = time.monotonic()
         elif log_now and ray_report_due:
             ray.train.report(metrics)
@@ -198,9 +204,10 @@ def data_meta(dataset) -> Dict[str, Any]:
     }
 
 
-def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, float], run_dir: Path, rank: int, meta: Dict[str, Any]) -> None:
-    """Rank 0 writes the checkpoint locally, then publishes it atomically into the run's
-    `checkpoints/` through Ray's upload hook, so Ray's restore and ours see the same directory."""
+def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, float], run: Run, rank: int, meta: Dict[str, Any]) -> None:
+    """Rank 0 writes the checkpoint locally, then publishes it into the run's `checkpoints/`
+    (atomically: a rename, or manifest-last in a bucket) through Ray's upload hook, so Ray's
+    restore and ours see the same checkpoint."""
     import ray.train
 
     name = ckpt.step_dir_name(state.step)
@@ -209,8 +216,8 @@ def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, 
         return
 
     def upload(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
-        dest = ckpt.publish(Path(checkpoint.path), run_dir / dir_name)
-        return ray.train.Checkpoint(path=str(dest))
+        run.publish_checkpoint(Path(checkpoint.path), state.step)
+        return run.ray_checkpoint(dir_name)
 
     with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as tmp:
         ckpt.write_checkpoint(state.state_dict(), cfg.to_dict(), cfg.hash(), Path(tmp), meta)
@@ -236,38 +243,53 @@ def ensure_ray(address: Optional[str] = None) -> bool:
     return True
 
 
-def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[Path] = None) -> Path:
-    """Train `cfg` (a fresh run, or `resume` continued to cfg.train.steps); returns the run directory."""
+def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None) -> Run:
+    """Train `cfg` (a fresh run, or the run at `resume` continued to cfg.train.steps); returns the run.
+
+    Storage is checked before Ray starts: the resolved config is the first write, so a wrong
+    endpoint, a missing bucket or missing credentials fail here (StorageError) with nothing written;
+    so does a data.path in a bucket that holds no images (ConfigError)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    run_dir = Path(resume).resolve() if resume else storage.new_run_dir(cfg.storage.uri, cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    storage.write_atomic(run_dir / storage.CONFIG_FILE, cfg.to_yaml())
-    storage.write_status(run_dir, "running")
+    options = store_options(cfg.storage)
+    # images in a bucket are streamed by Ray Data and split across the workers by Ray Train;
+    # listed first, so a wrong data.path fails (ConfigError) before anything is written
+    streamed = build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
+    run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
+    run.store.check()
+    run.write_config(cfg.to_yaml())
+    run.write_status("running")
+    storage_path, name, filesystem = run.ray_storage()
     started = ensure_ray(address)
+    datasets = {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None
     s = cfg.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": cfg.to_dict(), "run_dir": str(run_dir), "progress_bar": sys.stderr.isatty()},
+        train_loop_config={"job": cfg.to_dict(), "run_uri": run.uri, "progress_bar": sys.stderr.isatty()},
+        datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)
         ),
         run_config=ray.train.RunConfig(
-            name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
         ),
     )
     try:
         trainer.fit()
     except BaseException:
-        storage.write_status(run_dir, "failed")
+        try:
+            run.write_status("failed")
+        except StorageError as err:  # storage may be why it failed; keep the original error
+            log.warning("could not mark %s failed: %s", run.uri, err)
         raise
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    storage.write_status(run_dir, "completed", step=cfg.train.steps)
-    return run_dir
+    run.write_status("completed", step=cfg.train.steps)
+    return run

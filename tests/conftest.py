@@ -18,14 +18,17 @@ JOBS = ROOT / "jobs"
 def ray_cluster():
     import ray
 
+    # The cluster's processes get the (fake) S3 credentials from their environment, as they would
+    # from an instance or pod role on a real cluster; drivers that connect bring none of their own.
+    os.environ.update(S3_ENV)
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """`ganflow ARGS` in a fresh process, as a user would run it."""
-    full_env = {**os.environ, **(env or {})}
+    """`ganflow ARGS` in a fresh process, as a user would run it; `env` entries set to None are unset."""
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}  # None: unset
     proc = subprocess.run(
         [sys.executable, "-m", "ganflow.cli", *args], capture_output=True, text=True, env=full_env, timeout=timeout
     )
@@ -67,7 +70,11 @@ class S3Server:
     """moto's ThreadedMotoServer, stoppable and restartable on the same port with the same data."""
 
     def __init__(self):
+        import logging
+
         from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
 
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

@@ -118,10 +118,3 @@ def test_a_job_file_carrying_a_secret_key_is_refused_without_echoing_it(tmp_path
     assert code == 2
     assert "config: storage.secret_key: credentials do not belong in a job config" in err and "AWS_PROFILE" in err
     assert SECRET not in err
-
-
-def test_s3_training_is_refused_until_it_is_wired_rather_than_writing_to_a_local_s3_folder(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    code = cli.main(["train", str(JOBS / "ring.yaml"), "storage.uri=s3://bucket/runs", "storage.endpoint_url=http://127.0.0.1:9"])
-    assert code == 2 and "storage.uri" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())

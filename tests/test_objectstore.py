@@ -69,11 +69,22 @@ def test_missing_bucket_is_one_line_naming_the_bucket(s3):
 def test_unreachable_endpoint_is_one_line_naming_the_setting_after_logged_retries(s3, caplog):
     _, bucket = s3
     dead = f"http://127.0.0.1:{free_port()}"
+    store = S3Store(f"s3://{bucket}/x", S3Options(endpoint_url=dead, max_attempts=2))
     with caplog.at_level("WARNING", logger="ganflow.storage"):
         with pytest.raises(StorageError, match=r"^storage.endpoint_url: cannot reach http://127.0.0.1:\d+ "):
-            S3Store(f"s3://{bucket}/x", S3Options(endpoint_url=dead, max_attempts=2)).check()
-    assert "HeadBucket attempt 1/2 failed (EndpointConnectionError); retrying" in caplog.text
-    assert "HeadBucket attempt 2/2 failed (EndpointConnectionError); giving up" in caplog.text
+            store.put_bytes("k", b"x")
+    assert "PutObject attempt 1/2 failed (EndpointConnectionError); retrying" in caplog.text
+    assert "PutObject attempt 2/2 failed (EndpointConnectionError); giving up" in caplog.text
+
+
+def test_the_preflight_check_fails_fast_and_quietly(s3, caplog):
+    """Before a run starts, a wrong endpoint is one line, not a screen of retries."""
+    _, bucket = s3
+    dead = f"http://127.0.0.1:{free_port()}"
+    with caplog.at_level("WARNING", logger="ganflow.storage"):
+        with pytest.raises(StorageError, match=r"^storage.endpoint_url: cannot reach http://127.0.0.1:\d+ "):
+            S3Store(f"s3://{bucket}/x", S3Options(endpoint_url=dead, max_attempts=50)).check()
+    assert caplog.text == ""
 
 
 def test_missing_credentials_say_where_credentials_come_from(s3, monkeypatch):

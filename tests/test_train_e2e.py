@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from ganflow import checkpoint as ckpt
-from ganflow import config, storage
+from ganflow import config
 from ganflow import train as gtrain
+from ganflow.runs import Run
 from tests.conftest import JOBS
 
 pytestmark = pytest.mark.slow
@@ -25,8 +26,8 @@ pytestmark = pytest.mark.slow
 SMALL_DIGITS = ["data.resolution=16", "model.nz=16", "model.ngf=8", "model.ndf=8", "train.batch_size=16"]
 
 
-def final_state(run_dir: Path) -> dict:
-    path = ckpt.latest_valid_checkpoint(run_dir)
+def final_state(run) -> dict:
+    path = ckpt.latest_valid_checkpoint(Path(str(run)))
     state, _ = ckpt.load_checkpoint(path)
     return state
 
@@ -81,7 +82,7 @@ def test_resume_continues_to_the_same_weights_as_a_straight_run(cli, tmp_path):
         for k, v in a[opt]["state"].items():
             for name, t in v.items():
                 assert torch.equal(t, b[opt]["state"][k][name]), f"{opt}.{k}.{name}"
-    steps = [r["step"] for r in storage.read_metrics(Path(first))]
+    steps = [r["step"] for r in Run.open(first).read_metrics()]
     assert steps == sorted(set(steps)) and steps[-1] == 60, "no repeated or missing log steps after resume"
     assert json.loads((Path(first) / "status.json").read_text())["status"] == "completed"
 
@@ -115,7 +116,7 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_
     a, b = final_state(run_dir), final_state(straight)
     assert a["step"] == 120
     assert_same_models(a, b, atol=0)
-    steps = [r["step"] for r in storage.read_metrics(run_dir)]
+    steps = [r["step"] for r in run_dir.read_metrics()]
     assert steps == [20, 40, 60, 80, 100, 120]
 
 
@@ -130,7 +131,7 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
     cfg = config.load(JOBS / job)
     assert run.parent == (tmp_path / "runs" / cfg.name).resolve()
     assert config.load(run / "config.yaml", ["train.steps=8000"]).model == cfg.model
-    records = storage.read_metrics(run)
+    records = Run.open(run).read_metrics()
     assert [r["step"] for r in records] == [2, 4]
     for key in ("loss/d", "loss/g", "throughput/imgs_per_s", "d/real_logit", "d/fake_logit", "grad_norm/g", "lr/g"):
         assert all(np.isfinite(r[key]) for r in records), key
@@ -188,4 +189,4 @@ def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
     from tests.conftest import run_cli
 
     proc = run_cli("train", "--resume", str(tmp_path / "nope"))
-    assert proc.returncode == 2 and "not a run directory" in proc.stderr
+    assert proc.returncode == 2 and "is not a run (no config.yaml" in proc.stderr

@@ -1,6 +1,6 @@
 """Data sets by name, and the stateless batch sampler every worker uses.
 
-A data set is a tensor in memory: `x` (N, 2) for 2D mixtures or (N, C, H, W) in [-1, 1] for
+A data set is a tensor in memory (or, for images in a bucket, a stream: see images.py): `x` (N, 2) for 2D mixtures or (N, C, H, W) in [-1, 1] for
 images, with optional integer labels. Batches are a pure function of (seed, batch index), so a
 resumed run sees exactly the batches it would have seen, and the global batch is split by rank,
 so two workers on half-batches see what one worker sees on the whole batch.
@@ -19,22 +19,29 @@ from ganflow.config import DataConfig
 
 @dataclass
 class Dataset:
-    x: torch.Tensor
+    x: Optional[torch.Tensor]  # None for a data set streamed from object storage (see images.py)
     y: Optional[torch.Tensor] = None  # int64 labels, or None
     num_classes: int = 0
     centers: Optional[torch.Tensor] = None  # mixture centres of 2D data sets
     std: float = 0.0  # per-component std of 2D data sets
+    sample_shape: Optional[tuple] = None  # of a streamed data set
+    size: Optional[int] = None  # of a streamed data set
+    classes: Optional[list] = None  # class folder names of an image data set
+
+    @property
+    def streamed(self) -> bool:
+        return self.x is None
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return self.size if self.streamed else self.x.shape[0]
 
     @property
     def shape(self) -> tuple:
         """Shape of one sample: (2,) or (C, H, W)."""
-        return tuple(self.x.shape[1:])
+        return tuple(self.sample_shape) if self.streamed else tuple(self.x.shape[1:])
 
 
-DATASETS: Dict[str, Callable[[DataConfig, int], Dataset]] = {}
+DATASETS: Dict[str, Callable[..., Dataset]] = {}  # name -> fn(cfg, seed, storage: S3Options | None)
 
 
 def register(name: str):
@@ -45,8 +52,9 @@ def register(name: str):
     return deco
 
 
-def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
-    return DATASETS[cfg.name](cfg, seed)
+def build_dataset(cfg: DataConfig, seed: int = 0, storage=None) -> Dataset:
+    """`storage` (S3Options) reaches data sets read from s3://; the job's storage settings."""
+    return DATASETS[cfg.name](cfg, seed, storage)
 
 
 def rng_seed(*keys: int) -> int:

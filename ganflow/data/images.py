@@ -1,33 +1,55 @@
-"""A local folder of PNG/JPEG images; class subfolders, when every image sits in one, become labels."""
+"""A folder of PNG/JPEG images; class subfolders, when every image sits in one, become labels.
+
+A local folder is decoded once into memory (fast for the sizes a folder on one disk holds). An
+`s3://bucket/prefix` is streamed: Ray Data's `read_images` reads it through the job's S3 settings,
+Ray Train splits the stream so each worker reads a disjoint shard of every epoch, and no worker
+ever holds the whole set. Both paths crop and resize the same way (centre square, Lanczos).
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ganflow.config import ConfigError, DataConfig
-from ganflow.data import Dataset, register
+from ganflow.data import Dataset, register, rng_seed
+from ganflow.objectstore import S3Options, S3Store, StorageError, is_s3, pyarrow_s3
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
-def _load(path: Path, resolution: int, channels: int) -> np.ndarray:
+def square_resize(im, resolution: int, channels: int) -> np.ndarray:
+    """A PIL image -> uint8 (C, H, W): centre crop to a square, then Lanczos resize."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
-        w, h = im.size
-        side = min(w, h)  # centre crop to a square, then resize
-        im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
-        im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-        arr = np.asarray(im, dtype=np.uint8)
+    im = im.convert("L" if channels == 1 else "RGB")
+    w, h = im.size
+    side = min(w, h)
+    im = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))
+    im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
+def class_names(files: List[str], root: str) -> List[str]:
+    """Sorted names of the files' parent folders when every file sits in a folder below `root`
+    ('/'-separated paths; root "" for keys relative to it), else []."""
+    rel = [f[len(root):].lstrip("/") for f in files]
+    if not rel or any("/" not in r for r in rel):
+        return []
+    return sorted({r.rsplit("/", 2)[-2] for r in rel})
+
+
 @register("images")
-def images(cfg: DataConfig, seed: int) -> Dataset:
+def images(cfg: DataConfig, seed: int, storage: Optional[S3Options] = None) -> Dataset:
+    if is_s3(cfg.path or ""):
+        return _streamed(cfg, storage or S3Options())
+    from PIL import Image
+
     root = Path(cfg.path or "")
     if not root.is_dir():
         raise ConfigError(f"data.path: {str(root)!r} is not a directory of images")
@@ -35,12 +57,86 @@ def images(cfg: DataConfig, seed: int) -> Dataset:
     if not files:
         raise ConfigError(f"data.path: no .png/.jpg/.jpeg files under {str(root)!r}")
     channels = cfg.channels or 3
-    classes = sorted({p.parent.name for p in files if p.parent != root})
-    labelled = classes and all(p.parent != root for p in files)
-    x = torch.from_numpy(np.stack([_load(p, cfg.resolution, channels) for p in files]))
-    x = x.float() / 127.5 - 1
-    if not labelled:
+    classes = class_names([p.as_posix() for p in files], root.as_posix())
+    arrays = []
+    for p in files:
+        with Image.open(p) as im:
+            arrays.append(square_resize(im, cfg.resolution, channels))
+    x = torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
+    if not classes:
         return Dataset(x=x)
     index = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index[p.parent.name] for p in files], dtype=torch.long)
     return Dataset(x=x, y=y, num_classes=len(classes))
+
+
+def _list_images(path: str, options: S3Options) -> List[str]:
+    store = S3Store(path.rstrip("/"), options)
+    try:
+        keys = [k for k in store.list() if Path(k).suffix.lower() in IMAGE_SUFFIXES]
+    except StorageError as err:
+        raise ConfigError(f"data.path: {err}") from None
+    if not keys:
+        raise ConfigError(f"data.path: no .png/.jpg/.jpeg objects under {path}")
+    return keys
+
+
+def _streamed(cfg: DataConfig, options: S3Options) -> Dataset:
+    """The data set's description only (shape, classes, size): its images are streamed."""
+    keys = _list_images(cfg.path, options)
+    classes = class_names(keys, "")
+    channels = cfg.channels or 3
+    return Dataset(x=None, num_classes=len(classes), sample_shape=(channels, cfg.resolution, cfg.resolution),
+                   size=len(keys), classes=classes)
+
+
+def ray_dataset(cfg: DataConfig, options: S3Options, classes: List[str]):
+    """The Ray Data stream of an s3:// image folder: decoded, cropped and resized in Ray Data's
+    tasks, labelled from the class folder, in a shuffled file order."""
+    import ray.data
+
+    channels, resolution = cfg.channels or 3, cfg.resolution
+    index = {c: i for i, c in enumerate(classes)}
+
+    def prepare(row: Dict) -> Dict:
+        from PIL import Image
+
+        image = square_resize(Image.fromarray(row["image"]), resolution, channels)
+        label = index[row["path"].rsplit("/", 2)[-2]] if index else -1
+        return {"image": image, "label": label, "path": row["path"]}
+
+    path = cfg.path.removeprefix("s3://").rstrip("/")
+    ds = ray.data.read_images(path, filesystem=pyarrow_s3(options), mode="L" if channels == 1 else "RGB",
+                              include_paths=True, shuffle="files", file_extensions=[s[1:] for s in IMAGE_SUFFIXES])
+    return ds.map(prepare)
+
+
+class StreamedBatches:
+    """This worker's batches from its shard of the stream, epoch after epoch (`batches(index)` in
+    the training loop; batches come in stream order, the index only counts them)."""
+
+    def __init__(self, shard, local_batch: int, seed: int, device: torch.device):
+        self.shard, self.local_batch, self.seed, self.device = shard, local_batch, seed, device
+        self.epoch, self.paths = 0, []
+        self._it = self._batches()
+
+    def _batches(self):
+        while True:
+            got = False
+            for batch in self.shard.iter_batches(batch_size=self.local_batch, batch_format="numpy", drop_last=True,
+                                                 local_shuffle_buffer_size=4 * self.local_batch,
+                                                 local_shuffle_seed=rng_seed(self.seed, 0x1A6E, self.epoch)):
+                got = True
+                yield batch
+            if not got:
+                raise RuntimeError("data.path: this worker's shard holds less than one batch; use fewer workers or a smaller train.batch_size")
+            self.epoch += 1
+
+    def __call__(self, index: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        batch = next(self._it)
+        self.paths = [str(p) for p in batch["path"]]
+        x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device, non_blocking=True)
+        x = x.float() / 127.5 - 1
+        labels = batch["label"]
+        y = torch.from_numpy(labels.astype(np.int64)).to(self.device) if labels.size and labels[0] >= 0 else None
+        return x, y

@@ -19,7 +19,7 @@ def _mixture(centers: torch.Tensor, std: float, n: int, seed: int) -> Dataset:
 
 
 @register("ring")
-def ring(cfg: DataConfig, seed: int) -> Dataset:
+def ring(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     """8 Gaussians on a circle of radius 2, std 0.02."""
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     centers = 2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)
@@ -27,7 +27,7 @@ def ring(cfg: DataConfig, seed: int) -> Dataset:
 
 
 @register("grid")
-def grid(cfg: DataConfig, seed: int) -> Dataset:
+def grid(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     """25 Gaussians on {-4,-2,0,2,4}^2, std 0.05."""
     ticks = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
     centers = torch.cartesian_prod(ticks, ticks)
@@ -35,7 +35,7 @@ def grid(cfg: DataConfig, seed: int) -> Dataset:
 
 
 @register("digits")
-def digits(cfg: DataConfig, seed: int) -> Dataset:
+def digits(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     """scikit-learn's bundled 1797 8x8 digits (no download), bilinearly resized, in [-1, 1]."""
     from sklearn.datasets import load_digits
 

@@ -1,0 +1,120 @@
+"""Image data sets in a bucket on the loopback S3 server, streamed by Ray Data into Ray Train workers."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganflow import config
+from ganflow.data import build_dataset
+from ganflow.objectstore import S3Options, S3Store
+from ganflow.runs import Run
+from tests.conftest import JOBS
+
+pytestmark = pytest.mark.slow
+
+PER_CLASS, CLASSES = 24, ("cats", "dogs")
+
+
+def put_pngs(endpoint: str, bucket: str, prefix: str = "images") -> list:
+    """48 small PNGs (non-square, so the centre crop matters) in two class folders; returns their keys."""
+    store = S3Store(f"s3://{bucket}/{prefix}", S3Options(endpoint_url=endpoint))
+    rng = np.random.default_rng(0)
+    keys = []
+    for c, name in enumerate(CLASSES):
+        for i in range(PER_CLASS):
+            buf = io.BytesIO()
+            pixels = rng.integers(0, 256, (20, 28), dtype=np.uint8) // 2 + 128 * c  # class 1 is brighter
+            Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+            key = f"{name}/img_{i:03d}.png"
+            store.put_bytes(key, buf.getvalue())
+            keys.append(f"{bucket}/{prefix}/{key}")
+    store.put_bytes("README.txt", b"not an image")
+    return keys
+
+
+def image_cfg(endpoint: str, bucket: str, *overrides: str):
+    return config.load(JOBS / "quickstart.yaml", [
+        "data.name=images", f"data.path=s3://{bucket}/images", "data.resolution=16", "data.channels=1",
+        f"storage.endpoint_url={endpoint}", f"storage.uri=s3://{bucket}/runs", "model.ngf=8", "model.ndf=8", "model.nz=16",
+        "train.batch_size=16", *overrides])
+
+
+def read_shard_paths(loop_config: dict) -> None:
+    """A Ray Train worker that reads one epoch of its shard the way ganflow's loop does."""
+    import ray.train
+
+    from ganflow.data.images import StreamedBatches
+    from ganflow.runs import store_options
+
+    cfg = config.from_dict(loop_config["job"])
+    ctx = ray.train.get_context()
+    world = ctx.get_world_size()
+    ds = build_dataset(cfg.data, 0, store_options(cfg.storage))
+    stream = StreamedBatches(ray.train.get_dataset_shard("train"), cfg.train.batch_size // world, 0, torch.device("cpu"))
+    seen, labels = [], []
+    for i in range(len(ds) // cfg.train.batch_size):
+        x, y = stream(i)
+        assert x.shape == (cfg.train.batch_size // world, 1, 16, 16) and x.min() >= -1 and x.max() <= 1
+        seen += stream.paths
+        labels += y.tolist()
+    with open(f"{loop_config['out']}/rank{ctx.get_world_rank()}.json", "w") as f:
+        json.dump({"paths": seen, "labels": labels}, f)
+
+
+def test_two_workers_each_stream_a_disjoint_shard_of_the_bucket(ray_cluster, s3, tmp_path):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from ganflow.data.images import ray_dataset
+    from ganflow.runs import store_options
+
+    endpoint, bucket = s3
+    keys = put_pngs(endpoint, bucket)
+    cfg = image_cfg(endpoint, bucket)
+    described = build_dataset(cfg.data, 0, store_options(cfg.storage))
+    assert described.streamed and len(described) == 48 and described.classes == list(CLASSES)
+    assert described.shape == (1, 16, 16) and described.num_classes == 2
+
+    TorchTrainer(
+        read_shard_paths,
+        train_loop_config={"job": cfg.to_dict(), "out": str(tmp_path)},
+        datasets={"train": ray_dataset(cfg.data, store_options(cfg.storage), described.classes)},
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=ray.train.RunConfig(storage_path=str(tmp_path / "ray")),
+    ).fit()
+    shards = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    a, b = (set(s["paths"]) for s in shards)
+    assert len(a) == len(b) == 24 and not a & b, "each worker reads its own half"
+    assert a | b == set(keys), "together they read every image once per epoch"
+    for s in shards:  # labels come from the class folder
+        assert [CLASSES.index(p.split("/")[-2]) for p in s["paths"]] == s["labels"]
+
+
+def test_ganflow_trains_on_images_in_a_bucket_with_two_workers(cli, s3, tmp_path):
+    endpoint, bucket = s3
+    put_pngs(endpoint, bucket)
+    proc = cli("train", str(JOBS / "quickstart.yaml"), "data.name=images", f"data.path=s3://{bucket}/images",
+               "data.resolution=16", "data.channels=1", f"storage.endpoint_url={endpoint}", f"storage.uri=s3://{bucket}/runs",
+               "model.ngf=8", "model.ndf=8", "model.nz=16", "train.batch_size=16", "train.steps=8", "train.log_every=2",
+               "train.checkpoint_every=8", "scaling.num_workers=2", "scaling.resources_per_worker.CPU=0.5", check=True)
+    run = Run.open(proc.stdout.strip().splitlines()[-1], S3Options(endpoint_url=endpoint))
+    records = run.read_metrics()
+    assert [r["step"] for r in records] == [2, 4, 6, 8]  # 8 steps of 16 over 48 images: several epochs
+    assert all(np.isfinite(r["loss/d"]) and np.isfinite(r["loss/g"]) for r in records)
+    _, state, manifest = run.load_latest_checkpoint()
+    assert state["step"] == 8 and manifest["meta"]["num_classes"] == 2 and manifest["meta"]["sample_shape"] == [1, 16, 16]
+
+
+def test_a_bucket_prefix_without_images_is_a_config_error(cli, s3, tmp_path):
+    endpoint, bucket = s3
+    proc = cli("train", str(JOBS / "quickstart.yaml"), "data.name=images", f"data.path=s3://{bucket}/nothing-here",
+               f"storage.endpoint_url={endpoint}", f"storage.uri=s3://{bucket}/runs")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"ganflow: error: config: data.path: no .png/.jpg/.jpeg objects under s3://{bucket}/nothing-here"
+    assert S3Store(f"s3://{bucket}", S3Options(endpoint_url=endpoint)).list() == [], "nothing written"
