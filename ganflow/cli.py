@@ -1,4 +1,4 @@
-"""`ganflow` command line: train, sample, runs list.
+"""`ganflow` command line: train, sample, eval, runs list.
 
 Exit codes: 0 success, 2 bad input (config, arguments, missing run), 1 training failure.
 `train` prints the run location as the last line of stdout.
@@ -85,6 +85,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ganflow.checkpoint import CheckpointError
+    from ganflow.evaluate import EvalError, evaluate
+    from ganflow.objectstore import StorageError
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        report = evaluate(args.run, num=args.num, metrics=metrics)
+    except (CheckpointError, EvalError, StorageError) as err:
+        return _die(str(err))
+    print(json.dumps(report))
+    return 0
+
+
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from ganflow.objectstore import StorageError
     from ganflow.runs import list_runs
@@ -129,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class label for conditional models")
     s.set_defaults(fn=cmd_sample)
+
+    e = sub.add_parser("eval", help="score a run's generator; prints one JSON object")
+    e.add_argument("run", help="run location (its latest checkpoint) or one checkpoint; a directory or s3:// URI")
+    e.add_argument("--num", type=int, default=2000, help="samples to generate")
+    e.add_argument("--metrics", help="comma-separated: digits, modes (default: what fits the run's data)")
+    e.set_defaults(fn=cmd_eval)
 
     r = sub.add_parser("runs", help="runs in a storage location")
     rsub = r.add_subparsers(dest="runs_command", required=True)

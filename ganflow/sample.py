@@ -9,13 +9,13 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
 from ganflow import checkpoint as ckpt
-from ganflow.config import from_dict
+from ganflow.config import JobConfig, from_dict
 from ganflow.data import rng_seed
 from ganflow.models import build_models
 from ganflow.objectstore import S3Store, is_s3
@@ -27,10 +27,18 @@ class SampleError(ValueError):
     pass
 
 
-def load_generator(run_or_checkpoint: str | Path) -> Tuple[torch.nn.Module, dict, str]:
-    """(generator in eval mode, data meta, checkpoint location); the EMA weights when the run has
-    them. `s3://` locations are read through boto3 (endpoint from AWS_ENDPOINT_URL, credentials
-    from the AWS chain) and checked against their sha256 like local ones."""
+class LoadedGenerator(NamedTuple):
+    G: torch.nn.Module  # in eval mode; the EMA weights when the run has them
+    meta: dict  # what the data looked like: sample shape, classes, 2D centres
+    location: str  # the checkpoint it came from
+    config: JobConfig  # the run's resolved config
+    step: int
+
+
+def load_generator(run_or_checkpoint: str | Path) -> LoadedGenerator:
+    """The generator of a checkpoint, or of a run's newest intact checkpoint. `s3://` locations
+    are read through boto3 (endpoint from AWS_ENDPOINT_URL, credentials from the AWS chain) and
+    checked against their sha256 like local ones."""
     if is_s3(run_or_checkpoint):
         state, manifest, path = _load_from_s3(str(run_or_checkpoint))
         component = "G_ema" if "G_ema" in state else "G"
@@ -43,7 +51,7 @@ def load_generator(run_or_checkpoint: str | Path) -> Tuple[torch.nn.Module, dict
     meta = manifest["meta"]
     G, _ = build_models(cfg.model, tuple(meta["sample_shape"]), meta["num_classes"])
     G.load_state_dict(state[component])
-    return G.eval(), meta, path
+    return LoadedGenerator(G.eval(), meta, str(path), cfg, int(manifest["step"]))
 
 
 def _load_from_s3(uri: str) -> tuple:
@@ -83,7 +91,7 @@ def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: O
     suffix = out.suffix.lower()
     if suffix not in (".npz", ".png"):
         raise SampleError(f"--out: {out} must end in .npz or .png")
-    G, meta, _ = load_generator(run)
+    G, meta = load_generator(run)[:2]
     x, y = generate(G, num, seed, label)
     if suffix == ".png":
         centers = torch.tensor(meta["centers"]) if meta.get("centers") else None

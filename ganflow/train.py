@@ -68,6 +68,13 @@ def _mean_across_workers(values: Dict[str, float], device: torch.device) -> Dict
     return dict(zip(keys, t.tolist()))
 
 
+def _say(line: str) -> None:
+    """A line on the worker's stdout, which Ray forwards to the driver once. (Ray Train V2 turns
+    `print` into a root-logger record, which reached the driver twice: stdout and stderr.)"""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 class Progress:
     """Rank 0's progress: Ray's tqdm bar when the driver has a terminal, else a log line per report."""
 
@@ -88,7 +95,7 @@ class Progress:
             self.bar.set_description(f"train | {text}")
             self.bar.update(step - self.last)
         else:
-            print(f"[ganflow] step {step}/{self.total} | {text} | ETA {eta:.0f}s", flush=True)
+            _say(f"[ganflow] step {step}/{self.total} | {text} | ETA {eta:.0f}s")
         self.last = step
 
     def close(self) -> None:
@@ -124,7 +131,7 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         state.load_state_dict(sd)
         state.set_lr(cfg.optim.g.lr, cfg.optim.d.lr)  # the config's rates win over the restored ones
         if rank == 0:
-            print(f"[ganflow] resuming from {resume_from} (step {state.step})", flush=True)
+            _say(f"[ganflow] resuming from {resume_from} (step {state.step})")
     if rank == 0:  # records past the restored step (or all, with no checkpoint) are redone
         run.truncate_metrics(state.step)
 

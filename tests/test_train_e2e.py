@@ -148,6 +148,14 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
         assert ("labels" in arrays) == (cfg.model.name == "cdcgan")
     else:
         assert arrays["samples"].shape == (10, 2) and arrays["samples"].dtype == np.float32
+    report = json.loads(cli("eval", str(run), "--num", "200", check=True).stdout)
+    assert report["step"] == 4 and report["num_generated"] == 200
+    if cfg.is_image:  # digits: a distance above the real-vs-real floor, and class shares
+        assert report["fd_digits"] > report["fd_real_vs_real"] > 0 and 0 <= report["classes_covered_5pct"] <= 10
+    else:
+        assert report["modes_total"] == (8 if cfg.data.name == "ring" else 25)
+    bad = cli("eval", str(run), "--metrics", "fid2")
+    assert bad.returncode == 2 and bad.stderr.strip() == "ganflow: error: --metrics: unknown fid2; choose from digits, modes"
     png = tmp_path / "s.png"
     cli("sample", str(run / "checkpoints" / "step_00000004"), "--num", "16", "--out", str(png), check=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

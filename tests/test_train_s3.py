@@ -91,6 +91,12 @@ def test_a_run_in_a_bucket_is_resumed_sampled_and_listed_from_fresh_processes(cl
     assert sample.returncode == 0, sample.stderr[-2000:]
     assert np.load(out)["samples"].shape == (16, 2)
 
+    scored = run_cli("eval", uri, "--num", "500", env=fresh_env(endpoint))
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    report = json.loads(scored.stdout)
+    assert report["checkpoint"] == f"{uri}/checkpoints/step_00000090" and report["step"] == 90
+    assert report["modes_total"] == 8 and 0 <= report["modes"] <= 8 and 0 <= report["high_quality"] <= 1
+
     listed = run_cli("runs", "list", f"s3://{bucket}/runs", "--json", env=fresh_env(endpoint))
     assert listed.returncode == 0, listed.stderr[-2000:]
     [row] = [json.loads(line) for line in listed.stdout.splitlines()]
@@ -106,7 +112,7 @@ def test_a_run_in_a_bucket_is_resumed_sampled_and_listed_from_fresh_processes(cl
     assert "config.yaml" in written and any(k.endswith(".safetensors") for k in written)
     for name, data in written.items():
         assert SECRET.encode() not in data, name
-    for proc in (first, resumed, sample, listed):
+    for proc in (first, resumed, sample, scored, listed):
         assert SECRET not in proc.stdout + proc.stderr
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     for path in logs.rglob("*"):
