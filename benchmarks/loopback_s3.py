@@ -1,7 +1,9 @@
-"""moto's S3 server on 127.0.0.1 for the benchmarks that need a bucket (needs the `test` extra)."""
+"""The bucket a storage benchmark runs against: `--endpoint URL --bucket NAME`, or by default moto's
+S3 server on 127.0.0.1 (needs the `test` extra)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import socket
@@ -24,3 +26,17 @@ def start(bucket: str):
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     return server, endpoint
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--endpoint", help="an S3-compatible server (credentials from the AWS chain); default: moto on loopback")
+    p.add_argument("--bucket", default="ganflow-bench")
+
+
+def open_endpoint(args: argparse.Namespace):
+    """Sets args.endpoint, starting the loopback server when none was given; returns it (or None) to stop."""
+    if args.endpoint is not None:
+        return None
+    server, args.endpoint = start(args.bucket)
+    return server

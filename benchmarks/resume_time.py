@@ -30,13 +30,9 @@ STEPS = 20
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--endpoint")
-    p.add_argument("--bucket", default="ganflow-bench")
+    loopback_s3.add_arguments(p)
     args = p.parse_args()
-    server = None
-    if args.endpoint is None:
-        server, args.endpoint = loopback_s3.start(args.bucket)
+    server = loopback_s3.open_endpoint(args)
     gtrain.ensure_ray()
     common = [f"train.steps={STEPS}", f"train.checkpoint_every={STEPS}", "train.sample_every=100000"]
     with tempfile.TemporaryDirectory() as tmp:

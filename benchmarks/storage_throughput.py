@@ -32,14 +32,9 @@ def timed(fn) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mb", type=int, default=100)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--endpoint")
-    p.add_argument("--bucket", default="ganflow-bench")
+    loopback_s3.add_arguments(p)
     args = p.parse_args()
-
-    server = None
-    if args.endpoint is None:
-        server, args.endpoint = loopback_s3.start(args.bucket)
+    server = loopback_s3.open_endpoint(args)
 
     store = S3Store(f"s3://{args.bucket}/bench", S3Options(endpoint_url=args.endpoint))
     plain = boto3.client("s3", endpoint_url=args.endpoint)

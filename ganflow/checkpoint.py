@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ganflow.objectstore import LocalStore, NotFound, join
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
@@ -136,29 +138,10 @@ def load_checkpoint(directory: Path, components: Optional[List[str]] = None) -> 
     return state, manifest
 
 
-def list_checkpoints(run_dir: Path) -> List[Path]:
-    """Checkpoint directories of a run, newest step first (complete or not)."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_")), key=lambda p: p.name, reverse=True)
-
-
-def load_latest(run_dir: Path, prefer: Optional[Path] = None) -> Optional[Tuple[Path, Dict[str, Any], Dict[str, Any]]]:
-    """(path, state, manifest) of `prefer` if intact, else of the newest intact checkpoint; refusals are logged."""
-    candidates = ([Path(prefer)] if prefer else []) + list_checkpoints(run_dir)
-    for path in candidates:
-        try:
-            state, manifest = load_checkpoint(path)
-            return path, state, manifest
-        except CheckpointError as err:
-            log.warning("refusing checkpoint: %s", err)
-    return None
-
-
 def latest_valid_checkpoint(run_dir: Path) -> Optional[Path]:
-    found = load_latest(run_dir)
-    return found[0] if found else None
+    """The newest intact checkpoint of a local run directory (refusals logged), or None."""
+    found = load_latest_from(LocalStore(run_dir), "", Path(run_dir))  # a LocalStore fetches nothing
+    return Path(found[0]) if found else None
 
 
 def resolve_checkpoint(run_or_checkpoint: Path) -> Path:
@@ -181,12 +164,8 @@ def publish_to(store, local_dir: Path, key: str) -> str:
     """Publish a finished checkpoint under `key`; returns its URI. Locally a directory rename; in
     a bucket every file first and the manifest last, so a checkpoint is never visible half-written
     (readers treat a prefix without a manifest as absent)."""
-    from ganflow.objectstore import LocalStore
-
     if isinstance(store, LocalStore):
         return str(publish(Path(local_dir), store.path / key))
-    from ganflow.objectstore import join
-
     names = sorted(p.name for p in Path(local_dir).iterdir() if p.is_file() and p.name != MANIFEST)
     for name in names:
         store.put_file(join(key, name), Path(local_dir) / name)
@@ -197,8 +176,6 @@ def publish_to(store, local_dir: Path, key: str) -> str:
 def fetch(store, key: str, cache_dir: Path) -> Path:
     """Download checkpoint `key` into `cache_dir` (manifest last) and return that directory; the
     sha256 of every file is compared when it is loaded (`load_checkpoint`)."""
-    from ganflow.objectstore import LocalStore, NotFound, join
-
     if isinstance(store, LocalStore):
         return Path(store.uri(key))
     try:
@@ -224,8 +201,6 @@ def fetch(store, key: str, cache_dir: Path) -> Path:
 
 def list_checkpoints_in(store, run_key: str) -> List[str]:
     """Checkpoint keys of a run in `store`, newest step first (complete or not)."""
-    from ganflow.objectstore import join
-
     names = [n for n in store.list_dirs(join(run_key, "checkpoints")) if n.startswith("step_")]
     return [join(run_key, "checkpoints", n) for n in sorted(names, reverse=True)]
 

@@ -18,7 +18,8 @@ from ganflow import checkpoint as ckpt
 from ganflow.config import JobConfig, from_dict
 from ganflow.data import rng_seed
 from ganflow.models import build_models
-from ganflow.objectstore import S3Store, is_s3
+from ganflow.objectstore import is_s3
+from ganflow.runs import Run
 from ganflow.storage import write_atomic
 from ganflow.visual import grid_png, scatter_png
 
@@ -56,14 +57,14 @@ def load_generator(run_or_checkpoint: str | Path) -> LoadedGenerator:
 
 def _load_from_s3(uri: str) -> tuple:
     """(state, manifest, uri) of a checkpoint URI, or of the newest intact checkpoint of a run URI."""
-    store = S3Store(uri.rstrip("/"))
-    with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as cache:
-        if store.exists(ckpt.MANIFEST):
-            state, manifest = ckpt.load_checkpoint(ckpt.fetch(store, "", Path(cache)))
-            return state, manifest, store.uri()
-        found = ckpt.load_latest_from(store, "", Path(cache))
+    run = Run.open(uri)
+    if run.store.exists(ckpt.MANIFEST):
+        with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as cache:
+            state, manifest = ckpt.load_checkpoint(ckpt.fetch(run.store, "", Path(cache)))
+        return state, manifest, run.uri
+    found = run.load_latest_checkpoint()
     if found is None:
-        raise ckpt.CheckpointError(f"{store.uri()}: no complete checkpoint under {store.uri('checkpoints')}")
+        raise ckpt.CheckpointError(f"{run.uri}: no complete checkpoint under {run.store.uri('checkpoints')}")
     checkpoint_uri, state, manifest = found
     return state, manifest, checkpoint_uri
 

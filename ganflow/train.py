@@ -21,7 +21,7 @@ import torch.distributed as dist
 from ganflow import checkpoint as ckpt
 from ganflow.config import JobConfig, from_dict
 from ganflow.data import BatchSampler, build_dataset
-from ganflow.data.images import StreamedBatches, ray_dataset
+from ganflow.data.images import StreamedBatches, ray_dataset, streamed_dataset
 from ganflow.gan import GANStep, TrainingState, unwrap
 from ganflow.models import build_models
 from ganflow.objectstore import StorageError, is_s3
@@ -31,10 +31,11 @@ from ganflow.visual import grid_png, scatter_png
 log = logging.getLogger("ganflow.train")
 
 
-def build_state(cfg: JobConfig, device: torch.device):
-    """Data set, models and training state for one worker (also used by the benchmarks)."""
+def build_state(cfg: JobConfig, device: torch.device, dataset=None):
+    """Data set (unless given), models and training state for one worker (also used by the benchmarks)."""
     torch.manual_seed(cfg.train.seed)  # identical init on every rank; DDP broadcasts rank 0's anyway
-    dataset = build_dataset(cfg.data, cfg.train.seed, store_options(cfg.storage))
+    if dataset is None:
+        dataset = build_dataset(cfg.data, cfg.train.seed, store_options(cfg.storage))
     G, D = build_models(cfg.model, dataset.shape, dataset.num_classes)
     return dataset, TrainingState.create(cfg, G, D, device)
 
@@ -121,7 +122,8 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
 
-    dataset, state = build_state(cfg, device)
+    streamed = loop_config.get("streamed")  # a bucket's images: described once, by the driver
+    dataset, state = build_state(cfg, device, streamed_dataset(cfg.data, **streamed) if streamed else None)
     # After a worker failure Ray hands back its latest checkpoint; on `--resume` the run location
     # has them. Either way the newest one that passes its checksums wins.
     reported = ray.train.get_checkpoint()
@@ -273,7 +275,8 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     s = cfg.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": cfg.to_dict(), "run_uri": run.uri, "progress_bar": sys.stderr.isatty()},
+        train_loop_config={"job": cfg.to_dict(), "run_uri": run.uri, "progress_bar": sys.stderr.isatty(),
+                           "streamed": {"size": len(streamed), "classes": streamed.classes} if streamed else None},
         datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from ganflow import checkpoint as ckpt
 from ganflow import config
 from ganflow.gan import GANStep
+from ganflow.objectstore import LocalStore
 from ganflow.train import build_state
 
 
@@ -71,8 +73,9 @@ def test_resume_skips_incomplete_and_corrupt_checkpoints(tmp_path, caplog):
     half = run / "checkpoints" / "step_00000006"  # files but no manifest: an interrupted write
     half.mkdir()
     (half / "G.safetensors").write_bytes((good / "G.safetensors").read_bytes())
-    path, state, _ = ckpt.load_latest(run)
-    assert path == good and state["step"] == 2
+    path, state, _ = ckpt.load_latest_from(LocalStore(run), "", tmp_path / "cache")
+    assert Path(path) == good and state["step"] == 2
+    assert ckpt.latest_valid_checkpoint(run) == good
     assert "step_00000004" in caplog.text and "sha256 mismatch" in caplog.text
 
 

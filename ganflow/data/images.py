@@ -82,12 +82,16 @@ def _list_images(path: str, options: S3Options) -> List[str]:
 
 
 def _streamed(cfg: DataConfig, options: S3Options) -> Dataset:
-    """The data set's description only (shape, classes, size): its images are streamed."""
+    """The data set's description only (shape, classes, size), from one listing: its images are streamed."""
     keys = _list_images(cfg.path, options)
-    classes = class_names(keys, "")
+    return streamed_dataset(cfg, len(keys), class_names(keys, ""))
+
+
+def streamed_dataset(cfg: DataConfig, size: int, classes: List[str]) -> Dataset:
+    """A streamed data set's description, as the driver listed it (workers do not list again)."""
     channels = cfg.channels or 3
     return Dataset(x=None, num_classes=len(classes), sample_shape=(channels, cfg.resolution, cfg.resolution),
-                   size=len(keys), classes=classes)
+                   size=size, classes=classes)
 
 
 def ray_dataset(cfg: DataConfig, options: S3Options, classes: List[str]):
