@@ -1,9 +1,12 @@
 """Steady-state images/s of ganflow (Ray Train, 1 and 2 workers) against a plain single-process
 PyTorch DCGAN loop on the same model, data and batch size, measured in one process.
 
-    python benchmarks/throughput.py [--steps 300] [--batch 64] [--gpu]
+    python benchmarks/throughput.py [--steps 300] [--batch 64] [--gpu] [--tracking]
 
 `--gpu` runs both on one GPU (ganflow with `scaling.use_gpu=true`, 1 worker) and adds a bf16 row.
+`--tracking` measures what W&B costs instead: 1 Ray worker with tracking disabled vs offline
+(scalars every 50 steps, a sample grid every 50, a checkpoint artifact every 100), also as
+whole-run wall time. Rows without `--tracking` run with tracking disabled.
 
 The plain loop is what a user writes by hand: BCE losses, two Adams, random batches from a
 tensor. ganflow's figure is `throughput/imgs_per_s` from metrics.jsonl, windows after the first.
@@ -85,9 +88,16 @@ def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: 
 
 
 def ganflow_run(cfg: config.JobConfig) -> float:
+    return ganflow_timed_run(cfg)[0]
+
+
+def ganflow_timed_run(cfg: config.JobConfig) -> tuple:
+    """(median images/s over the windows after the first, wall seconds of the whole run)."""
+    started = time.perf_counter()
     run = gtrain.run(cfg)
+    wall = time.perf_counter() - started
     windows = [r["throughput/imgs_per_s"] for r in run.read_metrics()][1:]
-    return statistics.median(windows)
+    return statistics.median(windows), wall
 
 
 def main() -> None:
@@ -95,6 +105,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--gpu", action="store_true", help="measure on one GPU instead of 2 CPU cores")
+    p.add_argument("--tracking", action="store_true", help="W&B offline vs disabled, 1 Ray worker")
     args = p.parse_args()
     import ray
 
@@ -103,8 +114,20 @@ def main() -> None:
         # the plain loop's recipe: non-saturating loss, batch norm in both nets, no augmentation
         common = ["loss.name=nonsaturating", "model.spectral_norm=false", "model.d_norm=batch", "train.augment=",
                   f"train.steps={args.steps}", f"train.batch_size={args.batch}", "train.log_every=50",
-                  "train.sample_every=100000", "train.checkpoint_every=100000", f"storage.uri={tmp}"]
-        if args.gpu:
+                  "train.sample_every=100000", "train.checkpoint_every=100000", f"storage.uri={tmp}",
+                  "tracking.wandb.mode=disabled"]
+        if args.tracking:
+            one = common + ["scaling.num_workers=1", "scaling.resources_per_worker.CPU=2", "train.sample_every=50",
+                            "train.checkpoint_every=100", f"tracking.wandb.dir={tmp}"]
+            plain = plain_pytorch(config.load(JOB, one), args.steps, threads=2, device="cpu")
+            off, off_wall = ganflow_timed_run(config.load(JOB, one))
+            on, on_wall = ganflow_timed_run(config.load(JOB, one + ["tracking.wandb.mode=offline"]))
+            rows = [("plain PyTorch loop, 1 process, 2 threads", plain, None),
+                    ("ganflow, 1 Ray worker, W&B disabled", off, plain),
+                    ("ganflow, 1 Ray worker, W&B offline", on, plain)]
+            print(f"whole run ({args.steps} steps): W&B disabled {off_wall:.1f} s, offline {on_wall:.1f} s, "
+                  f"ratio {on_wall / off_wall:.3f}; images/s offline vs disabled {on / off:.3f}")
+        elif args.gpu:
             gpu = ["scaling.use_gpu=true", "scaling.num_workers=1", "scaling.resources_per_worker.CPU=2"]
             plain = plain_pytorch(config.load(JOB, common), args.steps, threads=2, device="cuda")
             alone = ganflow_step_alone(config.load(JOB, common), args.steps, threads=2, device="cuda")

@@ -1,4 +1,4 @@
-"""`ganflow` command line: train, sample, eval, runs list.
+"""`ganflow` command line: train, sample, eval, runs list, dashboard.
 
 Exit codes: 0 success, 2 bad input (config, arguments, missing run), 1 training failure.
 `train` prints the run location as the last line of stdout.
@@ -56,11 +56,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ConfigError as err:
             return _die(f"config: {err}")
 
+        from ganflow.tracking import TrackingError
         from ganflow.train import run as run_training
 
         try:
             run = run_training(cfg, address=args.address, resume=args.resume)
-        except StorageError as err:  # raised before any training: endpoint, bucket, credentials
+        except (StorageError, TrackingError) as err:  # raised before any training: storage or W&B unusable
             return _die(str(err))
         except ConfigError as err:  # data.path in a bucket, checked before any training
             return _die(f"config: {err}")
@@ -76,10 +77,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ganflow.checkpoint import CheckpointError
     from ganflow.objectstore import StorageError
     from ganflow.sample import SampleError, sample_to_file
+    from ganflow.tracking import TrackingError
 
     try:
         path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label)
-    except (CheckpointError, SampleError, StorageError) as err:
+    except (CheckpointError, SampleError, StorageError, TrackingError) as err:
         return _die(str(err))
     print(path)
     return 0
@@ -89,11 +91,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ganflow.checkpoint import CheckpointError
     from ganflow.evaluate import EvalError, evaluate
     from ganflow.objectstore import StorageError
+    from ganflow.tracking import TrackingError
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         report = evaluate(args.run, num=args.num, metrics=metrics)
-    except (CheckpointError, EvalError, StorageError) as err:
+    except (CheckpointError, EvalError, StorageError, TrackingError) as err:
         return _die(str(err))
     print(json.dumps(report))
     return 0
@@ -125,6 +128,38 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ganflow.config import WANDB_NAME, WandbConfig
+    from ganflow.dashboard import build_workspace, write_spec
+    from ganflow.tracking import TrackingError, resolve
+
+    for flag, value in (("PROJECT", args.project), ("--entity", args.entity)):
+        if value is not None and not WANDB_NAME.match(value):
+            return _die(f"{flag}: {value!r} is not a W&B project or entity name")
+    try:
+        mode = resolve(WandbConfig(project=args.project, entity=args.entity)).mode
+    except TrackingError as err:
+        return _die(str(err))
+    if mode != "online" or args.out:
+        out = Path(args.out or f"wandb-workspace-{args.project}.json")
+        write_spec(build_workspace(args.project, args.entity or "ENTITY", args.name), out)
+        print(out)
+        if mode != "online":
+            print("W&B is offline (no WANDB_API_KEY, or WANDB_MODE): wrote the workspace spec; "
+                  "run this again online to save it to W&B", file=sys.stderr)
+        return 0
+    try:
+        import wandb
+
+        entity = args.entity or wandb.Api().default_entity
+        workspace = build_workspace(args.project, entity, args.name).save()
+    except Exception as err:  # network, auth, permissions: wandb raises many kinds
+        return _die(f"dashboard: W&B did not save the workspace ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+                    EXIT_FAILURE)
+    print(workspace.url)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -137,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("sample", help="draw samples from a run or checkpoint")
-    s.add_argument("run", help="run location (its latest checkpoint) or one checkpoint; a directory or s3:// URI")
+    s.add_argument("run", help="run location (its latest checkpoint) or one checkpoint: a directory, an s3:// URI, "
+                               "or a W&B artifact wandb:[entity/]project/name[:alias]")
     s.add_argument("--num", type=int, required=True, help="number of samples")
     s.add_argument("--out", required=True, help="output file: .npz (arrays) or .png (grid)")
     s.add_argument("--seed", type=int, default=0)
@@ -145,10 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_sample)
 
     e = sub.add_parser("eval", help="score a run's generator; prints one JSON object")
-    e.add_argument("run", help="run location (its latest checkpoint) or one checkpoint; a directory or s3:// URI")
+    e.add_argument("run", help="run location (its latest checkpoint) or one checkpoint: a directory, an s3:// URI, "
+                               "or a W&B artifact wandb:[entity/]project/name[:alias]")
     e.add_argument("--num", type=int, default=2000, help="samples to generate")
     e.add_argument("--metrics", help="comma-separated: digits, modes (default: what fits the run's data)")
     e.set_defaults(fn=cmd_eval)
+
+    d = sub.add_parser("dashboard", help="save a W&B workspace for a project's runs (offline: write its spec)")
+    d.add_argument("project", help="W&B project the runs log to (tracking.wandb.project)")
+    d.add_argument("--entity", help="W&B user or team (default: the API key's)")
+    d.add_argument("--name", default="ganflow", help="workspace (saved view) name")
+    d.add_argument("--out", help="write the workspace spec to this JSON file (always, when offline)")
+    d.set_defaults(fn=cmd_dashboard)
 
     r = sub.add_parser("runs", help="runs in a storage location")
     rsub = r.add_subparsers(dest="runs_command", required=True)

@@ -103,6 +103,33 @@ class StorageConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str = "ganflow"
+    entity: Optional[str] = None  # None: the API key's default entity
+    group: Optional[str] = None  # runs to compare side by side (a sweep sets its name)
+    job_type: str = "train"
+    tags: List[str] = field(default_factory=list)
+    notes: Optional[str] = None
+    mode: Optional[str] = None  # online | offline | disabled; None: WANDB_MODE, else online with WANDB_API_KEY, else offline
+    dir: Optional[str] = None  # where W&B writes its files; None: WANDB_DIR, else the run directory (./wandb for s3 runs)
+    on_error: str = "fail"  # W&B broken at start: fail (exit 2 before training) | disable (warn, train untracked)
+    log_checkpoints: bool = True  # each checkpoint as an artifact that references its storage URI
+
+
+@dataclass
+class TrackingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate the EMA generator every N steps (a multiple of train.checkpoint_every); 0: off
+    num_samples: int = 2000
+    metrics: List[str] = field(default_factory=list)  # empty: what fits the data (digits, modes)
+    best: Optional[str] = None  # the value that marks the best checkpoint; None: the first metric's headline
+
+
+@dataclass
 class JobConfig:
     name: str = "quickstart"  # the experiment: runs live under <storage.uri>/<name>/<run_id>
     data: DataConfig = field(default_factory=DataConfig)
@@ -112,6 +139,8 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -247,7 +276,50 @@ def validate(cfg: JobConfig) -> JobConfig:
         _fail("scaling.sync_batchnorm", "SyncBatchNorm needs GPUs; set scaling.use_gpu=true or drop it")
 
     _validate_storage(cfg.storage)
+    _validate_tracking(cfg.tracking.wandb)
+    _validate_eval(cfg)
     return cfg
+
+
+WANDB_MODES = ("online", "offline", "disabled")
+ON_ERROR = ("fail", "disable")
+WANDB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def _validate_tracking(w: WandbConfig) -> None:
+    if not WANDB_NAME.match(w.project):
+        _fail("tracking.wandb.project", f"must be 1-128 letters, digits, '_', '-' or '.', got {w.project!r}")
+    if w.entity is not None and not WANDB_NAME.match(w.entity):
+        _fail("tracking.wandb.entity", f"must be a W&B user or team name, got {w.entity!r}")
+    if w.mode is not None:
+        _one_of("tracking.wandb.mode", w.mode, WANDB_MODES)
+    _one_of("tracking.wandb.on_error", w.on_error, ON_ERROR)
+    for tag in w.tags:
+        if not tag or len(tag) > 64:
+            _fail("tracking.wandb.tags", f"tags must be 1-64 characters, got {tag!r}")
+
+
+def _validate_eval(cfg: JobConfig) -> None:
+    from ganflow.evaluate import METRICS, EvalError, default_metrics, ranking
+
+    e = cfg.eval
+    if e.every < 0:
+        _fail("eval.every", f"must be >= 0 (0: off), got {e.every}")
+    if e.every and e.every % cfg.train.checkpoint_every:
+        _fail("eval.every", f"{e.every} is not a multiple of train.checkpoint_every={cfg.train.checkpoint_every}, "
+                            "so the best evaluated generator would have no checkpoint")
+    if e.num_samples < 2:
+        _fail("eval.num_samples", f"must be >= 2, got {e.num_samples}")
+    for name in e.metrics:
+        _one_of("eval.metrics", name, tuple(METRICS))
+    names = e.metrics or default_metrics(cfg.data.name)
+    if e.every and not names:
+        _fail("eval.metrics", f"no metric fits data.name={cfg.data.name} yet; choose from {', '.join(METRICS)}")
+    if e.best is not None:
+        try:
+            ranking(names, e.best)
+        except EvalError as err:
+            raise ConfigError(str(err)) from None
 
 
 RETRY_MODES = ("standard", "adaptive")

@@ -1,7 +1,6 @@
-"""`ganflow eval`: score a run's (EMA) generator with the metrics that fit its data, by name.
-
-Prints one JSON object (the contract in ARCHITECTURE.md): metric name -> value, plus the
-checkpoint, its step and the sample count, which every number depends on.
+"""Scoring a generator with the metrics that fit its data, by registry name: on demand
+(`ganflow eval`, one JSON object per the contract in ARCHITECTURE.md) and during training
+(`eval.every`, on the EMA generator, which also picks the best checkpoint).
 
     digits   Frechet distance in the bundled digits classifier's feature space (`fd_digits`),
              the real-vs-real floor at the same N, their ratio, and class coverage
@@ -10,7 +9,8 @@ checkpoint, its step and the sample count, which every number depends on.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -36,24 +36,96 @@ def _modes(samples: torch.Tensor, cfg: JobConfig) -> Dict[str, Any]:
     return mode_coverage(samples, data.centers, data.std)
 
 
-METRICS: Dict[str, Callable[[torch.Tensor, JobConfig], Dict[str, Any]]] = {"digits": _digits, "modes": _modes}
+@dataclass(frozen=True)
+class Metric:
+    compute: Callable[[torch.Tensor, JobConfig], Dict[str, Any]]
+    rankable: Dict[str, str]  # values that can rank generators -> "min" or "max"; the first is the headline
+
+
+METRICS: Dict[str, Metric] = {
+    "digits": Metric(_digits, {"fd_digits": "min", "fd_ratio": "min", "min_class_share": "max"}),
+    "modes": Metric(_modes, {"high_quality": "max", "modes": "max"}),
+}
 DEFAULT_FOR_DATA = {"digits": ["digits"], "ring": ["modes"], "grid": ["modes"]}
 
 
-def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str]] = None, seed: int = 1234) -> Dict[str, Any]:
-    if num <= 1:
-        raise EvalError(f"--num: must be > 1, got {num}")
-    loaded = load_generator(run_or_checkpoint)
-    G, cfg = loaded.G, loaded.config
-    names = metrics or DEFAULT_FOR_DATA.get(cfg.data.name)
-    if not names:
-        raise EvalError(f"no metric fits data.name={cfg.data.name} yet; available: {', '.join(METRICS)}")
+def default_metrics(data_name: str) -> List[str]:
+    return list(DEFAULT_FOR_DATA.get(data_name, []))
+
+
+def ranking(names: List[str], best: Optional[str] = None) -> Tuple[str, str]:
+    """(value, "min" | "max") that picks the best generator: `best`, else the first metric's headline."""
+    rankable = {k: mode for n in names for k, mode in METRICS[n].rankable.items()}
+    if best is None:
+        return next(iter(METRICS[names[0]].rankable.items()))
+    if best not in rankable:
+        raise EvalError(f"eval.best: {best!r} is not a value of {', '.join(names)}; choose one of {', '.join(rankable)}")
+    return best, rankable[best]
+
+
+def score(G: torch.nn.Module, cfg: JobConfig, names: List[str], num: int, seed: int = 1234) -> Dict[str, Any]:
+    """Every value of the metrics `names` for `num` samples of G (deterministic in `seed`)."""
     unknown = [m for m in names if m not in METRICS]
     if unknown:
         raise EvalError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
     samples, _ = generate(G, num, seed=seed)
     report: Dict[str, Any] = {}
     for name in names:
-        report.update(METRICS[name](samples, cfg))
+        report.update(METRICS[name].compute(samples, cfg))
+    return report
+
+
+def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str]] = None, seed: int = 1234) -> Dict[str, Any]:
+    if num <= 1:
+        raise EvalError(f"--num: must be > 1, got {num}")
+    loaded = load_generator(run_or_checkpoint)
+    cfg = loaded.config
+    names = metrics or default_metrics(cfg.data.name)
+    if not names:
+        raise EvalError(f"no metric fits data.name={cfg.data.name} yet; available: {', '.join(METRICS)}")
+    report = score(loaded.G, cfg, names, num, seed)
     report.update(checkpoint=str(loaded.location), step=loaded.step, num_generated=num)
     return report
+
+
+def eval_due(cfg: JobConfig, step: int) -> bool:
+    """Whether training evaluates at `step` (a pure function of the step: every rank agrees)."""
+    every = cfg.eval.every
+    return bool(every) and (step % every == 0 or step == cfg.train.steps)
+
+
+class PeriodicEval:
+    """Rank 0's evaluation during training, on the EMA generator. Remembers the best value of the
+    ranking metric, also across a resume (from the run's earlier metrics records)."""
+
+    def __init__(self, cfg: JobConfig, history: List[Dict[str, Any]]):
+        self.cfg = cfg
+        self.names = cfg.eval.metrics or default_metrics(cfg.data.name)
+        self.key, self.mode = ranking(self.names, cfg.eval.best)
+        past = [(r[f"eval/{self.key}"], r["step"]) for r in history if f"eval/{self.key}" in r]
+        self.best: Optional[Tuple[float, int]] = None  # (value, step)
+        for value, step in past:
+            self._update(value, step)
+
+    def _update(self, value: float, step: int) -> bool:
+        better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+        if better:
+            self.best = (value, step)
+        return better
+
+    @torch.no_grad()
+    def __call__(self, G: torch.nn.Module, step: int) -> Tuple[Dict[str, Any], bool]:
+        """(`eval/<value>` records, whether this is the best generator so far)."""
+        was_training = G.training
+        G.eval()
+        report = score(G, self.cfg, self.names, self.cfg.eval.num_samples)
+        G.train(was_training)
+        best = self._update(report[self.key], step)
+        values = {f"eval/{k}": v for k, v in report.items()}
+        values["eval/num_generated"] = self.cfg.eval.num_samples
+        return values, best
+
+    def summary(self) -> Dict[str, Any]:
+        if self.best is None:
+            return {}
+        return {f"best/{self.key}": self.best[0], "best/step": self.best[1]}

@@ -58,6 +58,11 @@ class Run:
         return self.store.uri()
 
     @property
+    def id(self) -> str:
+        """The run id: the location's last path component (also the W&B run id)."""
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
     def is_local(self) -> bool:
         return isinstance(self.store, LocalStore)
 
@@ -116,14 +121,17 @@ class Run:
             lines = self._metric_lines()
         return [json.loads(line) for line in lines if line.strip()]
 
-    def truncate_metrics(self, last_step: int) -> None:
-        """Drop records logged after `last_step`, so a resumed run never repeats a step."""
-        kept = [json.dumps(r) + "\n" for r in self.read_metrics() if r["step"] <= last_step]
+    def truncate_metrics(self, last_step: int) -> int:
+        """Drop records logged after `last_step`, so a resumed run never repeats a step; returns
+        the last step that had been logged before (how far a cut-short attempt got)."""
+        records = self.read_metrics()
+        kept = [json.dumps(r) + "\n" for r in records if r["step"] <= last_step]
         if self.is_local:
             self.store.put_bytes(METRICS_FILE, "".join(kept).encode())
         else:
             self._metrics = kept
             self.flush_metrics()
+        return max((r["step"] for r in records), default=0)
 
     # --- samples and checkpoints ---
 

@@ -21,6 +21,7 @@ from ganflow.models import build_models
 from ganflow.objectstore import is_s3
 from ganflow.runs import Run
 from ganflow.storage import write_atomic
+from ganflow.tracking import WANDB_SCHEME, resolve_artifact
 from ganflow.visual import grid_png, scatter_png
 
 
@@ -39,7 +40,10 @@ class LoadedGenerator(NamedTuple):
 def load_generator(run_or_checkpoint: str | Path) -> LoadedGenerator:
     """The generator of a checkpoint, or of a run's newest intact checkpoint. `s3://` locations
     are read through boto3 (endpoint from AWS_ENDPOINT_URL, credentials from the AWS chain) and
-    checked against their sha256 like local ones."""
+    checked against their sha256 like local ones. `wandb:project/name:alias` names a checkpoint
+    through the W&B artifact ganflow logged for it."""
+    if str(run_or_checkpoint).startswith(WANDB_SCHEME):
+        run_or_checkpoint = resolve_artifact(str(run_or_checkpoint))
     if is_s3(run_or_checkpoint):
         state, manifest, path = _load_from_s3(str(run_or_checkpoint))
         component = "G_ema" if "G_ema" in state else "G"
@@ -77,13 +81,15 @@ def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] =
         raise SampleError("--label: this model is not class-conditional")
     if label is not None and not 0 <= label < classes:
         raise SampleError(f"--label: must be in [0, {classes - 1}], got {label}")
-    g = torch.Generator().manual_seed(rng_seed(seed, 0x5A))
+    g = torch.Generator().manual_seed(rng_seed(seed, 0x5A))  # drawn on the CPU: the same samples on any device
     z = torch.randn(num, G.nz, generator=g)
     y = None
     if classes:
         y = torch.full((num,), label) if label is not None else torch.randint(classes, (num,), generator=g)
-    out = [G(z[i : i + batch], y[i : i + batch] if y is not None else None) for i in range(0, num, batch)]
-    return torch.cat(out).float().clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out).float(), y
+    device = next(G.parameters()).device
+    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None).float().cpu()
+           for i in range(0, num, batch)]
+    return torch.cat(out).clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out), y
 
 
 def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: Optional[int] = None) -> Path:

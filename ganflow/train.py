@@ -19,13 +19,15 @@ import torch
 import torch.distributed as dist
 
 from ganflow import checkpoint as ckpt
+from ganflow import tracking
 from ganflow.config import JobConfig, from_dict
 from ganflow.data import BatchSampler, build_dataset
 from ganflow.data.images import StreamedBatches, ray_dataset, streamed_dataset
+from ganflow.evaluate import PeriodicEval, eval_due
 from ganflow.gan import GANStep, TrainingState, unwrap
 from ganflow.models import build_models
 from ganflow.objectstore import StorageError, is_s3
-from ganflow.runs import Run, checkpoint_key_of, store_options
+from ganflow.runs import Run, checkpoint_key, checkpoint_key_of, store_options
 from ganflow.visual import grid_png, scatter_png
 
 log = logging.getLogger("ganflow.train")
@@ -134,8 +136,28 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         state.set_lr(cfg.optim.g.lr, cfg.optim.d.lr)  # the config's rates win over the restored ones
         if rank == 0:
             _say(f"[ganflow] resuming from {resume_from} (step {state.step})")
+    tracker: tracking.Tracker = tracking.Tracker()
+    evaluation = None
     if rank == 0:  # records past the restored step (or all, with no checkpoint) are redone
-        run.truncate_metrics(state.step)
+        logged_through = run.truncate_metrics(state.step)
+        tracker = tracking.open_tracker(loop_config["wandb"], run.id, cfg.to_dict(), rank, skip_through=logged_through)
+        tracker.set_summary({"run_uri": run.uri})
+        if cfg.eval.every:
+            evaluation = PeriodicEval(cfg, run.read_metrics())
+    try:
+        _train(cfg, run, state, dataset, device, rank, world, tracker, evaluation, loop_config.get("progress_bar", False))
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
+    tracker.finish()
+
+
+def _train(cfg: JobConfig, run: Run, state: TrainingState, dataset, device: torch.device, rank: int, world: int,
+           tracker: tracking.Tracker, evaluation: Optional[PeriodicEval], progress_bar: bool) -> None:
+    import ray.train
+    import ray.train.torch
+
+    started = time.perf_counter()
 
     G, D = state.G, state.D
     if cfg.scaling.sync_batchnorm:
@@ -160,14 +182,15 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     meta = data_meta(dataset)
     t = cfg.train
     fixed = stepper.fixed_latents(cfg.train.num_sample_images) if rank == 0 else None
-    progress = Progress(t.steps, state.step, loop_config.get("progress_bar", False)) if rank == 0 else None
+    progress = Progress(t.steps, state.step, progress_bar) if rank == 0 else None
     images_per_step = t.batch_size * stepper.n_critic
     window_start, window_steps = time.perf_counter(), 0
     last_ray_report = time.monotonic()
 
     while state.step < t.steps:
         next_step = state.step + 1
-        log_now = next_step % t.log_every == 0 or next_step == t.steps
+        eval_now, best = eval_due(cfg, next_step), False
+        log_now = next_step % t.log_every == 0 or next_step == t.steps or eval_now
         out = stepper.step(state, G, D, batches, rank, world, want_norms=log_now)
         window_steps += 1
         step = state.step
@@ -184,17 +207,22 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             metrics["lr/g"] = state.opt_g.param_groups[0]["lr"]
             metrics["lr/d"] = state.opt_d.param_groups[0]["lr"]
             metrics["step"] = step
-            window_start, window_steps = time.perf_counter(), 0
             if rank == 0:
+                if evaluation is not None and eval_now:
+                    scores, best = evaluation(state.sampler_model, step)
+                    metrics.update(scores)
                 run.append_metrics(metrics)
+                tracker.log(metrics, step)
                 progress.update(step, metrics)
+            window_start, window_steps = time.perf_counter(), 0
 
         if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
             png = _sample_png(state, stepper, dataset, fixed)
             run.put_sample(step, png)
+            tracker.log_samples(png, step)
 
         if step % t.checkpoint_every == 0 or step == t.steps:
-            _report_checkpoint(cfg, state, metrics or {"step": step}, run, rank, meta)
+            _report_checkpoint(cfg, state, metrics or {"step": step}, run, rank, meta, tracker, best)
             last_ray_report = time.monotonic()
         elif log_now and ray_report_due:
             ray.train.report(metrics)
@@ -202,6 +230,9 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
 
     if progress is not None:
         progress.close()
+    if rank == 0:
+        tracker.set_summary({"final_step": state.step, "wall_time_s": time.perf_counter() - started,
+                             **(evaluation.summary() if evaluation is not None else {})})
 
 
 def data_meta(dataset) -> Dict[str, Any]:
@@ -213,10 +244,11 @@ def data_meta(dataset) -> Dict[str, Any]:
     }
 
 
-def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, float], run: Run, rank: int, meta: Dict[str, Any]) -> None:
+def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, float], run: Run, rank: int,
+                       meta: Dict[str, Any], tracker: tracking.Tracker, best: bool) -> None:
     """Rank 0 writes the checkpoint locally, then publishes it into the run's `checkpoints/`
     (atomically: a rename, or manifest-last in a bucket) through Ray's upload hook, so Ray's
-    restore and ours see the same checkpoint."""
+    restore and ours see the same checkpoint; W&B gets an artifact referencing it there."""
     import ray.train
 
     name = ckpt.step_dir_name(state.step)
@@ -236,6 +268,10 @@ def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, 
             checkpoint_dir_name=f"checkpoints/{name}",
             checkpoint_upload_fn=upload,
         )
+        uri = run.store.uri(checkpoint_key(state.step))
+        tracker.log_checkpoint(uri, Path(tmp), state.step, best)
+        if state.step == cfg.train.steps:
+            tracker.log_generator(uri, Path(tmp), state.step)
 
 
 def ensure_ray(address: Optional[str] = None) -> bool:
@@ -261,12 +297,17 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    cfg = from_dict(tracking.redact(cfg.to_dict()))  # no credential travels on: config.yaml, checkpoints, W&B
     options = store_options(cfg.storage)
     # images in a bucket are streamed by Ray Data and split across the workers by Ray Train;
     # listed first, so a wrong data.path fails (ConfigError) before anything is written
     streamed = build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
     run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
+    wandb_settings = tracking.prepare(cfg)  # before the first write: a broken W&B leaves nothing behind
     run.store.check()
+    if wandb_settings.mode == "offline":
+        print(f"[ganflow] W&B offline: {wandb_settings.dir}/wandb/offline-run-*-{run.id} "
+              "(upload with `wandb sync`)", file=sys.stderr)
     run.write_config(cfg.to_yaml())
     run.write_status("running")
     storage_path, name, filesystem = run.ray_storage()
@@ -276,6 +317,7 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": cfg.to_dict(), "run_uri": run.uri, "progress_bar": sys.stderr.isatty(),
+                           "wandb": wandb_settings.to_dict(),
                            "streamed": {"size": len(streamed), "classes": streamed.classes} if streamed else None},
         datasets=datasets,
         scaling_config=ray.train.ScalingConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -12,6 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"
+
+# W&B offline, into a scratch folder, for every run the tests start (Ray's workers inherit this
+# environment); a developer's own key or WANDB_MODE must not make a test go online.
+os.environ.pop("WANDB_API_KEY", None)
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_DIR"] = tempfile.mkdtemp(prefix="ganflow-tests-wandb-")
+os.environ["WANDB_SILENT"] = "true"
 
 
 @pytest.fixture(scope="session")

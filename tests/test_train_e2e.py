@@ -19,6 +19,7 @@ from ganflow import checkpoint as ckpt
 from ganflow import config
 from ganflow import train as gtrain
 from ganflow.runs import Run
+from ganflow.wandb_files import offline_runs
 from tests.conftest import JOBS
 
 pytestmark = pytest.mark.slow
@@ -94,7 +95,7 @@ def _train_worker_pids() -> list:
 
 def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_path):
     overrides = SMALL_DIGITS + ["train.steps=120", "train.checkpoint_every=40", "train.log_every=20",
-                                "train.max_failures=1", f"storage.uri={tmp_path}"]
+                                "train.max_failures=1", f"storage.uri={tmp_path}", f"tracking.wandb.dir={tmp_path / 'wb'}"]
     cfg = config.load(JOBS / "quickstart.yaml", overrides)
     result: dict = {}
     runner = threading.Thread(target=lambda: result.setdefault("run", gtrain.run(cfg)))
@@ -118,6 +119,11 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_
     assert_same_models(a, b, atol=0)
     steps = [r["step"] for r in run_dir.read_metrics()]
     assert steps == [20, 40, 60, 80, 100, 120]
+    # one W&B run id for the killed attempt and the restarted one, no step twice; what the killed
+    # worker logged in its last seconds may be lost (W&B flushes its run file every 15 s)
+    attempts = offline_runs(tmp_path / "wb", run_id=run_dir.id)
+    logged = sum((a.steps for a in attempts), [])
+    assert len(attempts) == 2 and logged == sorted(set(logged)) and logged[-4:] == [60, 80, 100, 120]
 
 
 TOY_JOBS = ["ring.yaml", "grid.yaml", "quickstart.yaml", "cdcgan_digits.yaml"]

@@ -1,0 +1,220 @@
+"""W&B tracking with the real wandb in offline mode, read back from its own run files: settings,
+redaction, what a tracker logs, artifacts by reference, a W&B that breaks, the dashboard spec."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganflow import checkpoint as ckpt
+from ganflow import config, tracking
+from ganflow.config import WandbConfig
+from ganflow.dashboard import build_workspace, workspace_json
+from ganflow.train import build_state
+from ganflow.visual import grid_png
+from ganflow.wandb_files import offline_runs, records
+from tests.conftest import run_cli
+
+SECRET = "wandb-key-" + "Qx7" * 10  # 40 characters, like a real W&B key
+
+
+def settings(tmp_path, **kw) -> dict:
+    return tracking.resolve(WandbConfig(dir=str(tmp_path), mode="offline", **kw), env={}).to_dict()
+
+
+def test_mode_is_offline_without_a_key_and_online_with_one():
+    assert tracking.resolve(WandbConfig(), env={}).mode == "offline"
+    assert tracking.resolve(WandbConfig(), env={"WANDB_API_KEY": SECRET}).mode == "online"
+    assert tracking.resolve(WandbConfig(), env={"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}).mode == "offline"
+    assert tracking.resolve(WandbConfig(), env={"WANDB_MODE": "dryrun"}).mode == "offline"
+    assert tracking.resolve(WandbConfig(mode="disabled"), env={"WANDB_API_KEY": SECRET}).mode == "disabled"
+    with pytest.raises(tracking.TrackingError, match="WANDB_MODE"):
+        tracking.resolve(WandbConfig(), env={"WANDB_MODE": "sometimes"})
+
+
+def test_files_go_to_the_configured_dir_else_wandb_dir_else_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve(WandbConfig(), env={}).dir == str(tmp_path)
+    assert tracking.resolve(WandbConfig(), env={"WANDB_DIR": "/data/wb"}).dir == "/data/wb"
+    assert tracking.resolve(WandbConfig(dir="/x"), env={"WANDB_DIR": "/data/wb"}).dir == "/x"
+
+
+def test_unwritable_dir_fails_at_start_or_disables_tracking_as_configured(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = config.load(None, [f"tracking.wandb.dir={blocker / 'sub'}", "tracking.wandb.mode=offline"])
+    with pytest.raises(tracking.TrackingError, match=r"^tracking\.wandb\.dir: cannot write"):
+        tracking.prepare(cfg)
+    cfg.tracking.wandb.on_error = "disable"
+    with caplog.at_level(logging.WARNING, logger="ganflow.tracking"):
+        assert tracking.prepare(cfg).mode == "disabled"
+    assert "W&B tracking disabled: tracking.wandb.dir" in caplog.text
+
+
+def test_online_without_a_reachable_server_is_one_clear_error(tmp_path, monkeypatch):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)  # with a key and no WANDB_MODE, runs are online
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setattr(tracking, "ONLINE_CHECK_TIMEOUT_S", 3.0)
+    cfg = config.load(None, [f"tracking.wandb.dir={tmp_path}"])
+    with pytest.raises(tracking.TrackingError, match=r"^tracking\.wandb\.mode: online, but W&B") as err:
+        tracking.prepare(cfg)
+    assert SECRET not in str(err.value)
+    cfg.tracking.wandb.on_error = "disable"
+    assert tracking.prepare(cfg).mode == "disabled"
+
+
+def test_redaction_covers_secret_keys_urls_and_environment_values():
+    env = {"AWS_SECRET_ACCESS_KEY": "aws-Secret-Value-123", "WANDB_API_KEY": SECRET, "HOME": "/root"}
+    cfg = {"storage": {"uri": "s3://bucket/p", "endpoint_url": "http://user:pw-123@minio:9000/x"},
+           "custom": {"api_token": "anything", "note": f"key is {SECRET} and aws-Secret-Value-123"}, "lr": 2e-4}
+    out = tracking.redact(cfg, env=env)
+    text = json.dumps(out)
+    for secret in (SECRET, "aws-Secret-Value-123", "pw-123", "anything"):
+        assert secret not in text
+    assert out["storage"]["endpoint_url"] == "http://minio:9000/x"
+    assert out["custom"]["api_token"] == tracking.REDACTED
+    assert out["lr"] == 2e-4 and out["storage"]["uri"] == "s3://bucket/p"
+
+
+@pytest.fixture
+def checkpoint_dirs(tmp_path):
+    """Two real checkpoints of a small digits DCGAN, as a run directory holds them."""
+    cfg = config.load(None, ["data.resolution=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8"])
+    _, st = build_state(cfg, torch.device("cpu"))
+    out = []
+    for step in (10, 20):
+        st.step = step
+        out.append(ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "run" / "checkpoints" / f"step_{step:08d}"))
+    return cfg, out
+
+
+def test_tracker_logs_scalars_samples_and_checkpoint_references(tmp_path, checkpoint_dirs):
+    cfg, (c10, c20) = checkpoint_dirs
+    wb = tmp_path / "wb"
+    t = tracking.open_tracker(settings(wb, group="sweep-a", tags=["t1"]), "run-abc", cfg.to_dict(), rank=0)
+    png = grid_png(torch.rand(4, 1, 16, 16) * 2 - 1)
+    for step in (10, 20):
+        t.log({"loss/d": 1.0 / step, "loss/g": 2.0, "step": step}, step)
+        t.log_samples(png, step)
+    t.log_checkpoint(str(c10), c10, 10, best=True)
+    t.log_checkpoint(str(c20), c20, 20, best=False)
+    t.log_generator(str(c20), c20, 20)
+    t.set_summary({"final_step": 20})
+    t.finish()
+
+    (run,) = offline_runs(wb)
+    assert (run.run_id, run.project, run.group, run.job_type, run.tags) == ("run-abc", "ganflow", "sweep-a", "train", ["t1"])
+    assert run.config["optim"]["g"]["lr"] == cfg.optim.g.lr
+    assert run.steps == [10, 20]
+    assert [row["loss/d"] for row in run.history] == [0.1, 0.05]
+    assert "step" not in run.history[0], "the step is W&B's _step, not a value"
+    images = [row["samples.path"] for row in run.history]
+    assert all((run.path / "files" / p).is_file() for p in images) and len(set(images)) == 2
+    assert run.summary["final_step"] == 20 and run.exit_code == 0
+
+    ckpts = [a for a in run.artifacts if a.type == "checkpoint"]
+    assert [a.name for a in ckpts] == ["checkpoints-run-abc"] * 2
+    assert set(ckpts[0].aliases) == {"latest", "step_10", "best"} and set(ckpts[1].aliases) == {"latest", "step_20"}
+    assert ckpts[1].references["manifest.json"] == (c20 / "manifest.json").resolve().as_uri()
+    assert ckpts[1].metadata["sha256"] == ckpt.read_manifest(c20)["files"]
+    (gen,) = [a for a in run.artifacts if a.type == "model"]
+    assert gen.name == "generator-run-abc" and set(gen.references) == {"manifest.json", "G_ema.safetensors"}
+
+    assert tracking.resolve_artifact("wandb:ganflow/checkpoints-run-abc:best", str(wb)) == str(c10)
+    assert tracking.resolve_artifact("wandb:checkpoints-run-abc", str(wb)) == str(c20)  # alias latest
+    assert tracking.resolve_artifact("wandb:team/ganflow/generator-run-abc:latest", str(wb)) == str(c20)
+    with pytest.raises(tracking.TrackingError, match="no offline W&B run"):
+        tracking.resolve_artifact("wandb:ganflow/checkpoints-run-abc:step_99", str(wb))
+    with pytest.raises(tracking.TrackingError, match="no offline W&B run"):
+        tracking.resolve_artifact("wandb:other-project/checkpoints-run-abc:best", str(wb))
+
+
+def test_resumed_tracker_keeps_the_run_id_and_skips_steps_already_logged(tmp_path):
+    wb = tmp_path / "wb"
+    first = tracking.open_tracker(settings(wb), "run-r", {"a": 1}, rank=0)
+    for step in (10, 20, 30):  # an attempt that got to 30, its last checkpoint at 20
+        first.log({"loss/d": float(step)}, step)
+    first.finish(failed=True)
+    second = tracking.open_tracker(settings(wb), "run-r", {"a": 1}, rank=0, skip_through=30)
+    for step in (30, 40):  # the resumed attempt redoes 30
+        second.log({"loss/d": float(step) + 0.5}, step)
+    second.finish()
+    a, b = offline_runs(wb)
+    assert a.run_id == b.run_id == "run-r" and b.resumed
+    assert a.exit_code == 1 and b.exit_code == 0
+    steps = a.steps + b.steps
+    assert steps == [10, 20, 30, 40], "no step logged twice across the attempts"
+
+
+def test_other_ranks_and_disabled_mode_log_nothing(tmp_path):
+    wb = tmp_path / "wb"
+    for t in (tracking.open_tracker(settings(wb), "r", {}, rank=1),
+              tracking.open_tracker({**settings(wb), "mode": "disabled"}, "r", {}, rank=0)):
+        assert type(t) is tracking.Tracker
+        t.log({"loss/d": 1.0}, 1)
+        t.finish()
+    assert not wb.exists()
+
+
+def test_a_wandb_failure_mid_run_warns_once_and_training_calls_go_on(tmp_path, caplog):
+    wb = tmp_path / "wb"
+    t = tracking.open_tracker(settings(wb), "run-b", {}, rank=0)
+    t.log({"loss/d": 1.0}, 1)
+    media = t.run.dir  # W&B writes logged images here; make that impossible
+    shutil.rmtree(media)
+    Path(media).write_text("not a directory")
+    with caplog.at_level(logging.WARNING, logger="ganflow.tracking"):
+        t.log_samples(grid_png(torch.zeros(1, 1, 8, 8)), 2)  # must not raise
+        t.log({"loss/d": 0.5}, 3)
+        t.log_checkpoint("/nowhere", tmp_path, 3, best=True)
+    assert caplog.text.count("W&B tracking stopped") == 1
+    t.finish()
+
+
+def test_a_torn_run_file_reads_up_to_the_tear(tmp_path):
+    wb = tmp_path / "wb"
+    t = tracking.open_tracker(settings(wb), "run-t", {}, rank=0)
+    for step in range(1, 200):
+        t.log({"loss/d": float(step)}, step)
+    t.finish()
+    (run,) = offline_runs(wb)
+    path = next(run.path.glob("run-*.wandb"))
+    whole = list(records(path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    torn = list(records(path))
+    assert 0 < len(torn) < len(whole) and torn == whole[: len(torn)]
+
+
+def test_dashboard_workspace_has_the_team_sections_and_runs_table():
+    spec = json.loads(workspace_json(build_workspace("gans", "team")))
+    assert (spec["entity"], spec["project"]) == ("team", "gans")
+    sections = {s["name"]: s for s in spec["spec"]["section"]["panelBankConfig"]["sections"]}
+    assert list(sections) == ["Losses", "Discriminator outputs", "Samples", "Evaluation", "Throughput", "Runs"]
+    text = {name: json.dumps(s) for name, s in sections.items()}
+    for name, keys in {"Losses": ["loss/d", "loss/g"], "Discriminator outputs": ["d/real_logit", "d/fake_logit"],
+                       "Samples": ["samples"], "Evaluation": ["eval/fd_digits", "eval/modes"],
+                       "Throughput": ["throughput/imgs_per_s"], "Runs": ["optim.value.g.lr"]}.items():
+        for key in keys:
+            assert f'"{key}"' in text[name] or key in text[name], f"{key} missing from section {name}"
+    (runset,) = spec["spec"]["section"]["runSets"]
+    pinned = [c for c, on in runset["runFeed"]["columnPinned"].items() if on]
+    assert {"config:optim.value.g.lr", "config:loss.value.name", "config:model.value.name", "summary:eval/fd_digits"} <= set(pinned)
+
+
+def test_dashboard_offline_writes_the_spec_file(tmp_path):
+    out = tmp_path / "ws.json"
+    proc = run_cli("dashboard", "gans", "--entity", "team", "--out", str(out), env={"WANDB_API_KEY": None, "WANDB_MODE": None})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    assert "offline" in proc.stderr
+    assert json.loads(out.read_text())["project"] == "gans"
+    bad = run_cli("dashboard", "no spaces allowed", env={"WANDB_API_KEY": None})
+    assert bad.returncode == 2 and bad.stderr.startswith("ganflow: error: PROJECT")
