@@ -18,6 +18,7 @@ import pytest
 from ganflow import checkpoint as ckpt
 from ganflow.objectstore import S3Options, S3Store
 from ganflow.runs import Run
+from ganflow.wandb_files import offline_runs
 from tests.conftest import JOBS, S3_ENV, free_port, run_cli
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,9 @@ def test_a_run_in_a_bucket_is_resumed_sampled_and_listed_from_fresh_processes(cl
             k.rsplit("/", 1)[1] for k in keys if k.startswith(f"checkpoints/step_{step}/")}
     assert {"config.yaml", "metrics.jsonl", "status.json"} <= set(keys)
     assert list(tmp_path.iterdir()) == [], "an s3:// run must not write into the working directory"
+    (wrun,) = offline_runs(os.environ["WANDB_DIR"], run_id=uri.rsplit("/", 1)[1])  # W&B references the bucket
+    refs = [a.references["manifest.json"] for a in wrun.artifacts if a.type == "checkpoint"]
+    assert refs == [f"{uri}/checkpoints/step_{s}/manifest.json" for s in ("00000030", "00000060")]
 
     # bytes changed behind our back: resume must refuse step 60 and fall back to step 30
     s3c = client(endpoint)
