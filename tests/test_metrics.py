@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ganflow.metrics.fid import feature_stats, frechet_distance
+from ganflow.metrics.kernels import feature_stats, frechet_distance, inception_score, kernel_distance, precision_recall
 from ganflow.metrics.modes import mode_coverage
 
 
@@ -28,3 +28,81 @@ def test_mode_coverage_counts_modes_hit_and_the_share_within_three_std():
     samples = torch.tensor([[0.01, 0.0], [2.0, 0.05], [2.0, -0.07], [1.0, 1.0]])  # last: between modes
     out = mode_coverage(samples, centers, std=0.02)
     assert out == {"modes": 2, "modes_total": 3, "high_quality": 0.5}
+
+
+def _scipy_frechet(mu1, s1, mu2, s2) -> float:
+    """The textbook formula with scipy's matrix square root (pytorch-fid's way)."""
+    from scipy import linalg
+
+    covmean = linalg.sqrtm(s1 @ s2).real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def test_frechet_distance_equals_the_scipy_sqrtm_reference_on_the_same_features():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(3000, 32)) @ rng.normal(size=(32, 32))
+    b = rng.normal(loc=0.3, size=(3000, 32)) @ rng.normal(size=(32, 32)) * 0.8
+    ours = frechet_distance(*feature_stats(a), *feature_stats(b))
+    ref = _scipy_frechet(*feature_stats(a), *feature_stats(b))
+    assert abs(ours - ref) <= 1e-4 * abs(ref)
+
+
+def test_kernel_distance_is_unbiased_near_zero_on_one_distribution_and_positive_between_two():
+    rng = np.random.default_rng(4)
+    same_a, same_b = rng.normal(size=(2000, 16)), rng.normal(size=(2000, 16))
+    shifted = rng.normal(loc=0.5, size=(2000, 16))
+    identical = kernel_distance(same_a, same_a, subsets=20, subset_size=500)
+    same = kernel_distance(same_a, same_b, subsets=20, subset_size=500)
+    apart = kernel_distance(same_a, shifted, subsets=20, subset_size=500)
+    assert abs(identical["kid"]) < 0.01 and abs(same["kid"]) < 3 * same["kid_std"] + 1e-3
+    assert apart["kid"] > 20 * max(abs(same["kid"]), same["kid_std"])
+
+
+def test_inception_score_is_the_class_count_for_confident_balanced_predictions_and_one_for_a_single_class():
+    k = 10
+    confident = np.eye(k)[np.arange(1000) % k]  # each sample certain, classes balanced
+    assert np.isclose(inception_score(confident, splits=10)["is"], k, rtol=1e-6)
+    one_class = np.tile(np.eye(k)[3], (1000, 1))
+    assert np.isclose(inception_score(one_class, splits=10)["is"], 1.0)
+    uniform = np.full((1000, k), 1.0 / k)  # unsure about every sample
+    assert np.isclose(inception_score(uniform, splits=10)["is"], 1.0)
+
+
+def test_precision_recall_is_one_for_identical_sets_and_near_zero_for_disjoint_clusters():
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(1000, 8))
+    assert precision_recall(real, real.copy()) == {"precision": 1.0, "recall": 1.0}
+    far = rng.normal(size=(1000, 8)) + 50.0
+    out = precision_recall(real, far)
+    assert out["precision"] < 0.01 and out["recall"] < 0.01
+    # a mode-collapsed generator: real data in two clusters, fakes from one of them
+    two = np.concatenate([rng.normal(size=(500, 8)) - 10, rng.normal(size=(500, 8)) + 10])
+    one = rng.normal(size=(1000, 8)) + 10
+    out = precision_recall(two, one)
+    assert out["precision"] > 0.8 and 0.35 < out["recall"] <= 0.5  # precise-ish, recalls one cluster of two
+
+
+def test_modes_counts_eight_of_eight_on_true_ring_samples_and_three_on_a_collapsed_set():
+    from ganflow.config import DataConfig
+    from ganflow.data.toy import ring
+
+    data = ring(DataConfig(name="ring", num_points=4000), seed=0)
+    assert mode_coverage(data.x, data.centers, data.std)["modes"] == 8
+    collapsed = data.x[data.y < 3]
+    out = mode_coverage(collapsed, data.centers, data.std)
+    assert out["modes"] == 3 and out["high_quality"] > 0.98  # 2D Gaussian within 3 std: 1 - e^-4.5 = 0.989
+
+
+def test_digits_distance_is_near_its_floor_for_real_digits_and_far_above_it_for_noise_or_one_class():
+    from ganflow.metrics.digits import digits_report
+    from ganflow.metrics.digits_classifier import digits_split
+
+    x_tr, y_tr, x_te, y_te = digits_split()
+    real = digits_report(torch.cat([x_tr, x_te])[torch.randperm(1797, generator=torch.Generator().manual_seed(1))][:800])
+    noise = digits_report(torch.rand(800, 1, 32, 32) * 2 - 1)
+    threes = x_tr[y_tr == 3]
+    one_class = digits_report(threes.repeat(800 // len(threes) + 1, 1, 1, 1)[:800])
+    assert real["fd_ratio"] < 1.5 and real["classes_covered_5pct"] == 10
+    assert noise["fd_ratio"] > 10 * real["fd_ratio"]
+    assert one_class["fd_ratio"] > 5 * real["fd_ratio"] and one_class["classes_covered_5pct"] == 1

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ganflow.metrics.digits_classifier import digits_split, load_digits_classifier
-from ganflow.metrics.fid import feature_stats, frechet_distance
+from ganflow.metrics.kernels import feature_stats, frechet_distance
 
 
 @torch.no_grad()
