@@ -308,8 +308,8 @@ def _validate_eval(cfg: JobConfig) -> None:
     if e.every and e.every % cfg.train.checkpoint_every:
         _fail("eval.every", f"{e.every} is not a multiple of train.checkpoint_every={cfg.train.checkpoint_every}, "
                             "so the best evaluated generator would have no checkpoint")
-    if e.num_samples < 2:
-        _fail("eval.num_samples", f"must be >= 2, got {e.num_samples}")
+    if e.num_samples < max(2, cfg.scaling.num_workers):
+        _fail("eval.num_samples", f"must be >= 2 and >= scaling.num_workers (each scores a share), got {e.num_samples}")
     for name in e.metrics:
         _one_of("eval.metrics", name, tuple(METRICS))
     names = e.metrics or default_metrics(cfg.data.name)

@@ -23,28 +23,38 @@ class EvalError(ValueError):
     pass
 
 
-def _digits(samples: torch.Tensor, cfg: JobConfig) -> Dict[str, Any]:
-    from ganflow.metrics.digits import digits_report
+def _digits_extract(samples: torch.Tensor, cfg: JobConfig) -> torch.Tensor:
+    from ganflow.metrics.digits import digits_features
 
-    return digits_report(samples)
+    return digits_features(samples)
 
 
-def _modes(samples: torch.Tensor, cfg: JobConfig) -> Dict[str, Any]:
+def _digits_compute(features: torch.Tensor, cfg: JobConfig) -> Dict[str, Any]:
+    from ganflow.metrics.digits import digits_report_from_features
+
+    return digits_report_from_features(features)
+
+
+def _modes_compute(points: torch.Tensor, cfg: JobConfig) -> Dict[str, Any]:
     from ganflow.metrics.modes import mode_coverage
 
     data = build_dataset(cfg.data, cfg.train.seed)
-    return mode_coverage(samples, data.centers, data.std)
+    return mode_coverage(points, data.centers, data.std)
 
 
 @dataclass(frozen=True)
 class Metric:
+    """`extract` runs on every worker for its share of the samples (features, not images, are
+    gathered); `compute` runs once on all rows."""
+
+    extract: Callable[[torch.Tensor, JobConfig], torch.Tensor]
     compute: Callable[[torch.Tensor, JobConfig], Dict[str, Any]]
     rankable: Dict[str, str]  # values that can rank generators -> "min" or "max"; the first is the headline
 
 
 METRICS: Dict[str, Metric] = {
-    "digits": Metric(_digits, {"fd_digits": "min", "fd_ratio": "min", "min_class_share": "max"}),
-    "modes": Metric(_modes, {"high_quality": "max", "modes": "max"}),
+    "digits": Metric(_digits_extract, _digits_compute, {"fd_digits": "min", "fd_ratio": "min", "min_class_share": "max"}),
+    "modes": Metric(lambda samples, cfg: samples.float().cpu(), _modes_compute, {"high_quality": "max", "modes": "max"}),
 }
 DEFAULT_FOR_DATA = {"digits": ["digits"], "ring": ["modes"], "grid": ["modes"]}
 
@@ -63,15 +73,41 @@ def ranking(names: List[str], best: Optional[str] = None) -> Tuple[str, str]:
     return best, rankable[best]
 
 
-def score(G: torch.nn.Module, cfg: JobConfig, names: List[str], num: int, seed: int = 1234) -> Dict[str, Any]:
-    """Every value of the metrics `names` for `num` samples of G (deterministic in `seed`)."""
+def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every worker's rows, concatenated in rank order (uneven shares allowed); a single process
+    gets its own back."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    local = rows.to(device)
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(local)], device=device))
+    most = int(max(s.item() for s in sizes))
+    padded = torch.zeros((most, *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(n.item())] for p, n in zip(parts, sizes)]).cpu()
+
+
+def score(G: torch.nn.Module, cfg: JobConfig, names: List[str], num: int, seed: int = 1234,
+          rank: int = 0, world: int = 1) -> Dict[str, Any]:
+    """Every value of the metrics `names` for `num` samples of G, deterministic in `seed` and the
+    same for any number of workers: each of `world` workers generates and extracts its contiguous
+    share of one latent batch, the features are gathered, and rank 0 computes (others get {})."""
     unknown = [m for m in names if m not in METRICS]
     if unknown:
         raise EvalError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    samples, _ = generate(G, num, seed=seed)
+    share = slice(num * rank // world, num * (rank + 1) // world)
+    samples, _ = generate(G, num, seed=seed, rows=share)
+    rows = {name: _gather_rows(METRICS[name].extract(samples, cfg)) for name in names}
+    if rank != 0:
+        return {}
     report: Dict[str, Any] = {}
     for name in names:
-        report.update(METRICS[name].compute(samples, cfg))
+        report.update(METRICS[name].compute(rows[name], cfg))
     return report
 
 
@@ -114,12 +150,15 @@ class PeriodicEval:
         return better
 
     @torch.no_grad()
-    def __call__(self, G: torch.nn.Module, step: int) -> Tuple[Dict[str, Any], bool]:
-        """(`eval/<value>` records, whether this is the best generator so far)."""
+    def __call__(self, G: torch.nn.Module, step: int, rank: int = 0, world: int = 1) -> Tuple[Dict[str, Any], bool]:
+        """(`eval/<value>` records, whether this is the best generator so far) on rank 0; every
+        rank calls it (each scores its share), the others get ({}, False)."""
         was_training = G.training
         G.eval()
-        report = score(G, self.cfg, self.names, self.cfg.eval.num_samples)
+        report = score(G, self.cfg, self.names, self.cfg.eval.num_samples, rank=rank, world=world)
         G.train(was_training)
+        if rank != 0:
+            return {}, False
         best = self._update(report[self.key], step)
         values = {f"eval/{k}": v for k, v in report.items()}
         values["eval/num_generated"] = self.cfg.eval.num_samples

@@ -74,8 +74,10 @@ def _load_from_s3(uri: str) -> tuple:
 
 
 @torch.no_grad()
-def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] = None, batch: int = 512):
-    """(samples, labels or None), deterministic in `seed`."""
+def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] = None, batch: int = 512,
+             rows: slice = slice(None)):
+    """(samples, labels or None), deterministic in `seed`; `rows` picks a share of the `num` (a
+    worker's, when several split one evaluation): the same rows as in the whole batch."""
     classes = getattr(G, "num_classes", 0)
     if label is not None and not classes:
         raise SampleError("--label: this model is not class-conditional")
@@ -86,9 +88,10 @@ def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] =
     y = None
     if classes:
         y = torch.full((num,), label) if label is not None else torch.randint(classes, (num,), generator=g)
+    z, y = z[rows], (y[rows] if y is not None else None)
     device = next(G.parameters()).device
     out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None).float().cpu()
-           for i in range(0, num, batch)]
+           for i in range(0, len(z), batch)]
     return torch.cat(out).clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out), y
 
 

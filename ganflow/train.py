@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from ganflow import checkpoint as ckpt
 from ganflow import tracking
-from ganflow.config import JobConfig, from_dict
+from ganflow.config import ConfigError, JobConfig, from_dict
 from ganflow.data import BatchSampler, build_dataset
 from ganflow.data.images import StreamedBatches, ray_dataset, streamed_dataset
 from ganflow.evaluate import PeriodicEval, eval_due
@@ -142,8 +142,8 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         logged_through = run.truncate_metrics(state.step)
         tracker = tracking.open_tracker(loop_config["wandb"], run.id, cfg.to_dict(), rank, skip_through=logged_through)
         tracker.set_summary({"run_uri": run.uri})
-        if cfg.eval.every:
-            evaluation = PeriodicEval(cfg, run.read_metrics())
+    if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
+        evaluation = PeriodicEval(cfg, run.read_metrics() if rank == 0 else [])
     try:
         _train(cfg, run, state, dataset, device, rank, world, tracker, evaluation, loop_config.get("progress_bar", False))
     except BaseException:
@@ -207,10 +207,10 @@ def _train(cfg: JobConfig, run: Run, state: TrainingState, dataset, device: torc
             metrics["lr/g"] = state.opt_g.param_groups[0]["lr"]
             metrics["lr/d"] = state.opt_d.param_groups[0]["lr"]
             metrics["step"] = step
+            if evaluation is not None and eval_now:
+                scores, best = evaluation(state.sampler_model, step, rank, world)
+                metrics.update(scores)
             if rank == 0:
-                if evaluation is not None and eval_now:
-                    scores, best = evaluation(state.sampler_model, step)
-                    metrics.update(scores)
                 run.append_metrics(metrics)
                 tracker.log(metrics, step)
                 progress.update(step, metrics)
@@ -288,6 +288,28 @@ def ensure_ray(address: Optional[str] = None) -> bool:
     return True
 
 
+def check_fits_local_ray(scaling, address: Optional[str] = None) -> None:
+    """Ray Train waits forever (retrying every 60 s) for workers a fixed cluster cannot place; on
+    the in-process Ray, or one already running here, say so up front instead. A remote cluster may
+    autoscale, so it is left to Ray."""
+    import ray
+
+    if ray.is_initialized():
+        have = ray.cluster_resources()
+    elif address or os.environ.get("RAY_ADDRESS"):
+        return
+    else:
+        have = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    per_worker = {"CPU": 1.0, **({"GPU": 1.0} if scaling.use_gpu else {}), **scaling.resources_per_worker}
+    for res, amount in per_worker.items():
+        need = amount * scaling.num_workers
+        if need > have.get(res, 0.0) + 1e-9:
+            key = "scaling.use_gpu" if res == "GPU" and res not in scaling.resources_per_worker \
+                else f"scaling.resources_per_worker.{res}"
+            raise ConfigError(f"{key}: {scaling.num_workers} workers x {amount:g} {res} need {need:g}, "
+                              f"the local Ray has {have.get(res, 0.0):g}; lower {key} or scaling.num_workers")
+
+
 def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None) -> Run:
     """Train `cfg` (a fresh run, or the run at `resume` continued to cfg.train.steps); returns the run.
 
@@ -298,6 +320,7 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     from ray.train.torch import TorchTrainer
 
     cfg = from_dict(tracking.redact(cfg.to_dict()))  # no credential travels on: config.yaml, checkpoints, W&B
+    check_fits_local_ray(cfg.scaling, address)
     options = store_options(cfg.storage)
     # images in a bucket are streamed by Ray Data and split across the workers by Ray Train;
     # listed first, so a wrong data.path fails (ConfigError) before anything is written

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from ganflow.metrics.kernels import feature_stats, frechet_distance, inception_score, kernel_distance, precision_recall
@@ -106,3 +109,43 @@ def test_digits_distance_is_near_its_floor_for_real_digits_and_far_above_it_for_
     assert real["fd_ratio"] < 1.5 and real["classes_covered_5pct"] == 10
     assert noise["fd_ratio"] > 10 * real["fd_ratio"]
     assert one_class["fd_ratio"] > 5 * real["fd_ratio"] and one_class["classes_covered_5pct"] == 1
+
+
+def _score_in_process_group(rank: int, world: int, store: str, job: str, overrides: list, names: list, out: str) -> None:
+    import json as _json
+
+    import torch.distributed as dist
+
+    from ganflow import config
+    from ganflow.evaluate import score
+    from ganflow.train import build_state
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    cfg = config.load(job, overrides)
+    _, state = build_state(cfg, torch.device("cpu"))  # seeded: the same G in every process
+    report = score(state.G.eval(), cfg, names, num=301, rank=rank, world=world)
+    if rank == 0:
+        Path(out).write_text(_json.dumps(report))
+    dist.barrier()  # rank 0 computes after the gather; leave together
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("job,overrides,names", [
+    ("quickstart.yaml", ["data.resolution=16", "model.ngf=8", "model.ndf=8"], ["digits"]),
+    ("ring.yaml", [], ["modes"]),
+])
+def test_a_metric_scored_by_two_workers_equals_one_worker_on_the_same_samples(tmp_path, job, overrides, names):
+    import json as _json
+
+    import torch.multiprocessing as mp
+
+    from tests.conftest import JOBS
+
+    results = []
+    for world in (1, 2):
+        out = tmp_path / f"world{world}.json"
+        store = tmp_path / f"store{world}"  # a FileStore: no port to race for
+        mp.spawn(_score_in_process_group, args=(world, str(store), str(JOBS / job), overrides, names, str(out)), nprocs=world)
+        results.append(_json.loads(out.read_text()))
+    assert results[0] == pytest.approx(results[1], rel=1e-6, abs=1e-9)  # float32 features: batch-size noise only
+    assert results[0]  # something was scored

@@ -7,19 +7,23 @@ from typing import Dict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ganflow.metrics.digits_classifier import digits_split, load_digits_classifier
+from ganflow.metrics.digits_classifier import RESOLUTION, digits_split, load_digits_classifier
 from ganflow.metrics.kernels import feature_stats, frechet_distance
 
 
 @torch.no_grad()
-def _features(model, x: torch.Tensor, batch: int = 500) -> tuple:
-    feats, preds = [], []
-    for i in range(0, len(x), batch):
-        f = model.features(x[i : i + batch])
-        feats.append(f)
-        preds.append(model.head(f).argmax(1))
-    return torch.cat(feats).numpy(), torch.cat(preds)
+def digits_features(x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The classifier's penultimate features (N, D) of images in [-1, 1], any size: resized to the
+    classifier's 32x32 and averaged to grey first. What each worker extracts for its share."""
+    model = load_digits_classifier()
+    x = x.float().cpu()
+    if x.shape[1] != 1:
+        x = x.mean(dim=1, keepdim=True)
+    if x.shape[-1] != RESOLUTION:
+        x = F.interpolate(x, size=(RESOLUTION, RESOLUTION), mode="bilinear", align_corners=False)
+    return torch.cat([model.features(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def reference_halves(seed: int = 0):
@@ -31,18 +35,18 @@ def reference_halves(seed: int = 0):
     return x[perm[:half]], x[perm[half:]]
 
 
-def digits_report(samples: torch.Tensor) -> Dict[str, float]:
-    """`samples` (N, C, H, W) in [-1, 1]; N is cut to the probe half's size so both distances share N."""
+@torch.no_grad()
+def digits_report_from_features(f_gen: torch.Tensor) -> Dict[str, float]:
+    """FD to the reference half and class coverage, from generated samples' features; N is cut to
+    the probe half's size so the distance and its real-vs-real floor share N."""
     model = load_digits_classifier()
     ref, probe = reference_halves()
-    n = min(len(samples), len(probe))
-    f_ref, _ = _features(model, ref)
-    f_probe, _ = _features(model, probe[:n])
-    f_gen, pred = _features(model, samples[:n].float())
-    mu_r, s_r = feature_stats(f_ref)
-    floor = frechet_distance(mu_r, s_r, *feature_stats(f_probe))
-    fd = frechet_distance(mu_r, s_r, *feature_stats(f_gen))
-    shares = np.bincount(pred.numpy(), minlength=10) / n
+    n = min(len(f_gen), len(probe))
+    f_gen = f_gen[:n].float()
+    mu_r, s_r = feature_stats(digits_features(ref).numpy())
+    floor = frechet_distance(mu_r, s_r, *feature_stats(digits_features(probe[:n]).numpy()))
+    fd = frechet_distance(mu_r, s_r, *feature_stats(f_gen.numpy()))
+    shares = np.bincount(model.head(f_gen).argmax(1).numpy(), minlength=10) / n
     return {
         "fd_digits": fd,
         "fd_real_vs_real": floor,
@@ -51,3 +55,8 @@ def digits_report(samples: torch.Tensor) -> Dict[str, float]:
         "classes_covered_5pct": int((shares >= 0.05).sum()),
         "num_samples": n,
     }
+
+
+def digits_report(samples: torch.Tensor) -> Dict[str, float]:
+    """`samples` (N, C, H, W) in [-1, 1]."""
+    return digits_report_from_features(digits_features(samples))
