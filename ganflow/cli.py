@@ -56,12 +56,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ConfigError as err:
             return _die(f"config: {err}")
 
+        from ganflow.metrics.inception import InceptionWeightsError
         from ganflow.tracking import TrackingError
         from ganflow.train import run as run_training
 
         try:
             run = run_training(cfg, address=args.address, resume=args.resume)
-        except (StorageError, TrackingError) as err:  # raised before any training: storage or W&B unusable
+        except (StorageError, TrackingError, InceptionWeightsError) as err:  # raised before any training: storage or W&B unusable
             return _die(str(err))
         except ConfigError as err:  # data.path in a bucket, checked before any training
             return _die(f"config: {err}")
@@ -90,13 +91,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ganflow.checkpoint import CheckpointError
     from ganflow.evaluate import EvalError, evaluate
+    from ganflow.metrics.inception import InceptionWeightsError
     from ganflow.objectstore import StorageError
     from ganflow.tracking import TrackingError
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        report = evaluate(args.run, num=args.num, metrics=metrics)
-    except (CheckpointError, EvalError, StorageError, TrackingError) as err:
+        report = evaluate(args.run, num=args.num, metrics=metrics, extractor=args.extractor,
+                          inception_weights=args.inception_weights)
+    except (CheckpointError, EvalError, StorageError, TrackingError, InceptionWeightsError) as err:
         return _die(str(err))
     print(json.dumps(report))
     return 0
@@ -184,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run location (its latest checkpoint) or one checkpoint: a directory, an s3:// URI, "
                                "or a W&B artifact wandb:[entity/]project/name[:alias]")
     e.add_argument("--num", type=int, default=2000, help="samples to generate")
-    e.add_argument("--metrics", help="comma-separated: digits, modes (default: what fits the run's data)")
+    e.add_argument("--metrics", help="comma-separated: fid, kid, is, pr, classes, modes (default: the run's eval.metrics, "
+                                     "else what fits its data)")
+    e.add_argument("--extractor", choices=["auto", "inception", "digits"],
+                   help="feature extractor (default: the run's eval.extractor; auto: digits classifier for digits)")
+    e.add_argument("--inception-weights", help="FID Inception weights: a path or s3:// URI (default: the run's "
+                                               "eval.inception_weights, else the cache folder)")
     e.set_defaults(fn=cmd_eval)
 
     d = sub.add_parser("dashboard", help="save a W&B workspace for a project's runs (offline: write its spec)")

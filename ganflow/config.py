@@ -125,8 +125,11 @@ class TrackingConfig:
 class EvalConfig:
     every: int = 0  # evaluate the EMA generator every N steps (a multiple of train.checkpoint_every); 0: off
     num_samples: int = 2000
-    metrics: List[str] = field(default_factory=list)  # empty: what fits the data (digits, modes)
+    metrics: List[str] = field(default_factory=list)  # empty: what fits the data (see evaluate.DEFAULT_FOR_DATA)
     best: Optional[str] = None  # the value that marks the best checkpoint; None: the first metric's headline
+    extractor: str = "auto"  # inception | digits | auto (digits classifier for digits data, else inception)
+    inception_weights: Optional[str] = None  # path or s3:// URI; None: the cache folders (metrics/inception.py)
+    reference_samples: int = 10000  # real images behind the cached reference statistics
 
 
 @dataclass
@@ -300,7 +303,7 @@ def _validate_tracking(w: WandbConfig) -> None:
 
 
 def _validate_eval(cfg: JobConfig) -> None:
-    from ganflow.evaluate import METRICS, EvalError, default_metrics, ranking
+    from ganflow.evaluate import METRICS, EvalError, check_metrics, default_metrics, ranking
 
     e = cfg.eval
     if e.every < 0:
@@ -310,11 +313,18 @@ def _validate_eval(cfg: JobConfig) -> None:
                             "so the best evaluated generator would have no checkpoint")
     if e.num_samples < max(2, cfg.scaling.num_workers):
         _fail("eval.num_samples", f"must be >= 2 and >= scaling.num_workers (each scores a share), got {e.num_samples}")
+    _one_of("eval.extractor", e.extractor, ("auto", "inception", "digits"))
+    if e.reference_samples < 2:
+        _fail("eval.reference_samples", f"must be >= 2, got {e.reference_samples}")
     for name in e.metrics:
         _one_of("eval.metrics", name, tuple(METRICS))
-    names = e.metrics or default_metrics(cfg.data.name)
+    names = e.metrics or default_metrics(cfg)
     if e.every and not names:
         _fail("eval.metrics", f"no metric fits data.name={cfg.data.name} yet; choose from {', '.join(METRICS)}")
+    try:
+        check_metrics(cfg, names)
+    except EvalError as err:
+        raise ConfigError(str(err)) from None
     if e.best is not None:
         try:
             ranking(names, e.best)

@@ -14,7 +14,8 @@ from typing import List, Optional
 # the config keys a team compares runs by (W&B shows the nested config with dotted names)
 KEY_HYPERPARAMETERS = ["model.name", "model.ngf", "model.ndf", "loss.name", "loss.r1_gamma", "optim.g.lr",
                        "optim.d.lr", "train.batch_size", "train.augment", "scaling.num_workers"]
-EVAL_VALUES = ["eval/fd_digits", "eval/fd_ratio", "eval/min_class_share", "eval/modes", "eval/high_quality"]
+EVAL_VALUES = ["eval/fid", "eval/kid", "eval/is", "eval/precision", "eval/recall", "eval/min_class_share",
+               "eval/modes", "eval/high_quality"]
 RUN_SUMMARY = ["final_step", "best/step", "throughput/imgs_per_s"]
 
 

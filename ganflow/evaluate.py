@@ -1,14 +1,22 @@
-"""Scoring a generator with the metrics that fit its data, by registry name: on demand
-(`ganflow eval`, one JSON object per the contract in ARCHITECTURE.md) and during training
-(`eval.every`, on the EMA generator, which also picks the best checkpoint).
+"""Scoring a generator with metrics by registry name: on demand (`ganflow eval`, one JSON object
+per the contract in ARCHITECTURE.md) and during training (`eval.every`, on the EMA generator,
+which also picks the best checkpoint).
 
-    digits   Frechet distance in the bundled digits classifier's feature space (`fd_digits`),
-             the real-vs-real floor at the same N, their ratio, and class coverage
+    fid      Frechet distance of the generated features to the real data's (reference statistics)
+    kid      kernel inception distance (unbiased, polynomial kernel), mean and std over subsets
+    is       Inception Score over the extractor's classes, mean and std over 10 splits
+    pr       improved precision and recall (Kynkaanniemi et al. 2019, k=3)
+    classes  digits only: share of the rarest class and classes above 5% (mode collapse)
     modes    2D mixtures (ring, grid): modes covered, share of samples within 3 std of a centre
+
+The image metrics use one feature extractor (eval.extractor: the FID Inception, or the bundled
+digits classifier for digits), whose protocol is reported with the values, as is N.
+Every worker generates and extracts its share of the samples; features, not images, are gathered.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -23,44 +31,109 @@ class EvalError(ValueError):
     pass
 
 
-def _digits_extract(samples: torch.Tensor, cfg: JobConfig) -> torch.Tensor:
-    from ganflow.metrics.digits import digits_features
+@dataclass
+class Scored:
+    """What the metrics compute on (rank 0, after the gather)."""
 
-    return digits_features(samples)
+    cfg: JobConfig
+    features: Optional[torch.Tensor] = None  # generated samples' features
+    probs: Optional[torch.Tensor] = None  # their class probabilities
+    reference: Any = None  # metrics.reference.Reference of the real data
+    points: Optional[torch.Tensor] = None  # 2D samples
 
 
-def _digits_compute(features: torch.Tensor, cfg: JobConfig) -> Dict[str, Any]:
-    from ganflow.metrics.digits import digits_report_from_features
+def _fid(s: Scored) -> Dict[str, Any]:
+    from ganflow.metrics.kernels import feature_stats, frechet_distance
 
-    return digits_report_from_features(features)
+    return {"fid": frechet_distance(s.reference.mu, s.reference.sigma, *feature_stats(s.features.numpy()))}
 
 
-def _modes_compute(points: torch.Tensor, cfg: JobConfig) -> Dict[str, Any]:
+def _kid(s: Scored) -> Dict[str, Any]:
+    from ganflow.metrics.kernels import kernel_distance
+
+    return kernel_distance(s.features, s.reference.features)
+
+
+def _is(s: Scored) -> Dict[str, Any]:
+    from ganflow.metrics.kernels import inception_score
+
+    out = inception_score(s.probs)
+    return {"is": out["is"], "is_std": out["is_std"]}
+
+
+def _pr(s: Scored) -> Dict[str, Any]:
+    from ganflow.metrics.kernels import precision_recall
+
+    return precision_recall(s.reference.features, s.features, k=3)
+
+
+def _classes(s: Scored) -> Dict[str, Any]:
+    import numpy as np
+
+    shares = np.bincount(s.probs.argmax(1).numpy(), minlength=s.probs.shape[1]) / len(s.probs)
+    return {"min_class_share": float(shares.min()), "classes_covered_5pct": int((shares >= 0.05).sum())}
+
+
+def _modes(s: Scored) -> Dict[str, Any]:
     from ganflow.metrics.modes import mode_coverage
 
-    data = build_dataset(cfg.data, cfg.train.seed)
-    return mode_coverage(points, data.centers, data.std)
+    data = build_dataset(s.cfg.data, s.cfg.train.seed)
+    return mode_coverage(s.points, data.centers, data.std)
 
 
 @dataclass(frozen=True)
 class Metric:
-    """`extract` runs on every worker for its share of the samples (features, not images, are
-    gathered); `compute` runs once on all rows."""
-
-    extract: Callable[[torch.Tensor, JobConfig], torch.Tensor]
-    compute: Callable[[torch.Tensor, JobConfig], Dict[str, Any]]
+    needs: str  # "features" (images, through the extractor) or "points" (2D samples as they are)
+    compute: Callable[[Scored], Dict[str, Any]]
     rankable: Dict[str, str]  # values that can rank generators -> "min" or "max"; the first is the headline
+    extractors: Tuple[str, ...] = ("inception", "digits")
 
 
 METRICS: Dict[str, Metric] = {
-    "digits": Metric(_digits_extract, _digits_compute, {"fd_digits": "min", "fd_ratio": "min", "min_class_share": "max"}),
-    "modes": Metric(lambda samples, cfg: samples.float().cpu(), _modes_compute, {"high_quality": "max", "modes": "max"}),
+    "fid": Metric("features", _fid, {"fid": "min"}),
+    "kid": Metric("features", _kid, {"kid": "min"}),
+    "is": Metric("features", _is, {"is": "max"}),
+    "pr": Metric("features", _pr, {"precision": "max", "recall": "max"}),
+    "classes": Metric("features", _classes, {"min_class_share": "max"}, extractors=("digits",)),
+    "modes": Metric("points", _modes, {"high_quality": "max", "modes": "max"}),
 }
-DEFAULT_FOR_DATA = {"digits": ["digits"], "ring": ["modes"], "grid": ["modes"]}
+DEFAULT_FOR_DATA = {"digits": ["fid", "kid", "is", "pr", "classes"], "images": ["fid"],
+                    "ring": ["modes"], "grid": ["modes"]}
 
 
-def default_metrics(data_name: str) -> List[str]:
-    return list(DEFAULT_FOR_DATA.get(data_name, []))
+def default_metrics(cfg: JobConfig) -> List[str]:
+    """What fits the data and the extractor, when eval.metrics is empty."""
+    from ganflow.metrics.features import extractor_name
+
+    names = DEFAULT_FOR_DATA.get(cfg.data.name, [])
+    return [n for n in names if METRICS[n].needs != "features" or extractor_name(cfg) in METRICS[n].extractors]
+
+
+def check_metrics(cfg: JobConfig, names: List[str], key: str = "eval.metrics") -> None:
+    """Names known, and fitting the data and the extractor (EvalError naming `key` otherwise)."""
+    from ganflow.metrics.features import extractor_name
+
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise EvalError(f"{key}: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    for name in names:
+        metric = METRICS[name]
+        if metric.needs == "points" and cfg.is_image:
+            raise EvalError(f"{key}: {name} scores 2D data, not images; use fid, kid, is, pr")
+        if metric.needs == "features" and not cfg.is_image:
+            raise EvalError(f"{key}: {name} scores images; 2D data has modes")
+        if metric.needs == "features" and extractor_name(cfg) not in metric.extractors:
+            raise EvalError(f"{key}: {name} needs eval.extractor={' or '.join(metric.extractors)}")
+
+
+def check_extractor(cfg: JobConfig, storage=None) -> None:
+    """The extractor's weights can be found (InceptionWeightsError saying where to put them)."""
+    from ganflow.metrics.features import extractor_name
+    from ganflow.metrics.inception import find_weights
+
+    names = cfg.eval.metrics or default_metrics(cfg)
+    if extractor_name(cfg) == "inception" and any(METRICS[n].needs == "features" for n in names):
+        find_weights(cfg.eval.inception_weights, storage)
 
 
 def ranking(names: List[str], best: Optional[str] = None) -> Tuple[str, str]:
@@ -79,7 +152,7 @@ def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return rows
+        return rows.cpu()
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     local = rows.to(device)
     sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
@@ -92,35 +165,86 @@ def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[: int(n.item())] for p, n in zip(parts, sizes)]).cpu()
 
 
+class Scorer:
+    """Scores generators with `names` for one job: the extractor and the real data's reference
+    statistics are loaded once and kept (every evaluation of a run reuses them)."""
+
+    def __init__(self, cfg: JobConfig, names: List[str], storage=None):
+        check_metrics(cfg, names)
+        self.cfg, self.names, self.storage = cfg, names, storage
+        self.needs = {METRICS[n].needs for n in names}
+        self.extractor = None
+        self.reference = None
+        self._ready = False
+
+    @property
+    def protocol(self) -> Optional[str]:
+        return self.extractor.protocol if self.extractor else None
+
+    def _prepare(self, device: torch.device, rank: int, world: int) -> None:
+        if self._ready:
+            return
+        if "features" in self.needs:
+            from ganflow.metrics.features import load_extractor
+            from ganflow.metrics.reference import load_or_build
+
+            self.extractor = load_extractor(self.cfg, self.storage, device)
+            self.reference = load_or_build(self.cfg, self.extractor, self.storage, rank, world, _gather_rows)
+        self._ready = True
+
+    @torch.no_grad()
+    def __call__(self, G: torch.nn.Module, num: int, seed: int = 1234, rank: int = 0, world: int = 1) -> Dict[str, Any]:
+        """Every value for `num` samples of G, deterministic in `seed` and the same for any number
+        of workers: each of `world` workers generates and extracts its contiguous share of one
+        latent batch, the rows are gathered, and rank 0 computes (the others get {})."""
+        self._prepare(next(G.parameters()).device, rank, world)
+        share = slice(num * rank // world, num * (rank + 1) // world)
+        samples, _ = generate(G, num, seed=seed, rows=share)
+        scored = Scored(self.cfg, reference=self.reference)
+        if "features" in self.needs:
+            features, probs = self.extractor.extract(samples)
+            rows = _gather_rows(torch.cat([features, probs], dim=1))
+            scored.features, scored.probs = rows[:, : self.extractor.dim], rows[:, self.extractor.dim :]
+        if "points" in self.needs:
+            scored.points = _gather_rows(samples.float())
+        if rank != 0:
+            return {}
+        report: Dict[str, Any] = {}
+        for name in self.names:
+            report.update(METRICS[name].compute(scored))
+        return report
+
+
 def score(G: torch.nn.Module, cfg: JobConfig, names: List[str], num: int, seed: int = 1234,
-          rank: int = 0, world: int = 1) -> Dict[str, Any]:
-    """Every value of the metrics `names` for `num` samples of G, deterministic in `seed` and the
-    same for any number of workers: each of `world` workers generates and extracts its contiguous
-    share of one latent batch, the features are gathered, and rank 0 computes (others get {})."""
-    unknown = [m for m in names if m not in METRICS]
-    if unknown:
-        raise EvalError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    share = slice(num * rank // world, num * (rank + 1) // world)
-    samples, _ = generate(G, num, seed=seed, rows=share)
-    rows = {name: _gather_rows(METRICS[name].extract(samples, cfg)) for name in names}
-    if rank != 0:
-        return {}
-    report: Dict[str, Any] = {}
-    for name in names:
-        report.update(METRICS[name].compute(rows[name], cfg))
-    return report
+          rank: int = 0, world: int = 1, storage=None) -> Dict[str, Any]:
+    """One-off `Scorer(cfg, names)(G, ...)`."""
+    return Scorer(cfg, names, storage)(G, num, seed, rank, world)
 
 
-def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str]] = None, seed: int = 1234) -> Dict[str, Any]:
+def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str]] = None, seed: int = 1234,
+             extractor: Optional[str] = None, inception_weights: Optional[str] = None) -> Dict[str, Any]:
+    """`ganflow eval`: the run's own eval settings, with the arguments given on top."""
+    from ganflow.runs import store_options
+
     if num <= 1:
         raise EvalError(f"--num: must be > 1, got {num}")
     loaded = load_generator(run_or_checkpoint)
     cfg = loaded.config
-    names = metrics or default_metrics(cfg.data.name)
+    if extractor:
+        cfg.eval.extractor = extractor
+    if inception_weights:
+        cfg.eval.inception_weights = inception_weights
+    names = metrics or (None if extractor else cfg.eval.metrics) or default_metrics(cfg)
     if not names:
-        raise EvalError(f"no metric fits data.name={cfg.data.name} yet; available: {', '.join(METRICS)}")
-    report = score(loaded.G, cfg, names, num, seed)
+        raise EvalError(f"no metric fits data.name={cfg.data.name}; available: {', '.join(METRICS)}")
+    try:
+        scorer = Scorer(cfg, names, store_options(cfg.storage))
+    except EvalError as err:
+        raise EvalError(str(err).replace("eval.metrics:", "--metrics:", 1)) from None
+    report = scorer(loaded.G, num, seed)
     report.update(checkpoint=str(loaded.location), step=loaded.step, num_generated=num)
+    if scorer.protocol:
+        report["protocol"] = scorer.protocol
     return report
 
 
@@ -134,10 +258,11 @@ class PeriodicEval:
     """Rank 0's evaluation during training, on the EMA generator. Remembers the best value of the
     ranking metric, also across a resume (from the run's earlier metrics records)."""
 
-    def __init__(self, cfg: JobConfig, history: List[Dict[str, Any]]):
+    def __init__(self, cfg: JobConfig, history: List[Dict[str, Any]], storage=None):
         self.cfg = cfg
-        self.names = cfg.eval.metrics or default_metrics(cfg.data.name)
+        self.names = cfg.eval.metrics or default_metrics(cfg)
         self.key, self.mode = ranking(self.names, cfg.eval.best)
+        self.scorer = Scorer(cfg, self.names, storage)
         past = [(r[f"eval/{self.key}"], r["step"]) for r in history if f"eval/{self.key}" in r]
         self.best: Optional[Tuple[float, int]] = None  # (value, step)
         for value, step in past:
@@ -155,16 +280,19 @@ class PeriodicEval:
         rank calls it (each scores its share), the others get ({}, False)."""
         was_training = G.training
         G.eval()
-        report = score(G, self.cfg, self.names, self.cfg.eval.num_samples, rank=rank, world=world)
+        started = time.perf_counter()
+        report = self.scorer(G, self.cfg.eval.num_samples, rank=rank, world=world)
         G.train(was_training)
         if rank != 0:
             return {}, False
         best = self._update(report[self.key], step)
         values = {f"eval/{k}": v for k, v in report.items()}
         values["eval/num_generated"] = self.cfg.eval.num_samples
+        values["eval/seconds"] = round(time.perf_counter() - started, 3)  # what evaluation costs the run
         return values, best
 
     def summary(self) -> Dict[str, Any]:
-        if self.best is None:
-            return {}
-        return {f"best/{self.key}": self.best[0], "best/step": self.best[1]}
+        out = {"eval/protocol": self.scorer.protocol} if self.scorer.protocol else {}
+        if self.best is not None:
+            out.update({f"best/{self.key}": self.best[0], "best/step": self.best[1]})
+        return out

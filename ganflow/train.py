@@ -23,7 +23,7 @@ from ganflow import tracking
 from ganflow.config import ConfigError, JobConfig, from_dict
 from ganflow.data import BatchSampler, build_dataset
 from ganflow.data.images import StreamedBatches, ray_dataset, streamed_dataset
-from ganflow.evaluate import PeriodicEval, eval_due
+from ganflow.evaluate import PeriodicEval, check_extractor, eval_due
 from ganflow.gan import GANStep, TrainingState, unwrap
 from ganflow.models import build_models
 from ganflow.objectstore import StorageError, is_s3
@@ -143,7 +143,7 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         tracker = tracking.open_tracker(loop_config["wandb"], run.id, cfg.to_dict(), rank, skip_through=logged_through)
         tracker.set_summary({"run_uri": run.uri})
     if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
-        evaluation = PeriodicEval(cfg, run.read_metrics() if rank == 0 else [])
+        evaluation = PeriodicEval(cfg, run.read_metrics() if rank == 0 else [], store_options(cfg.storage))
     try:
         _train(cfg, run, state, dataset, device, rank, world, tracker, evaluation, loop_config.get("progress_bar", False))
     except BaseException:
@@ -322,6 +322,8 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     cfg = from_dict(tracking.redact(cfg.to_dict()))  # no credential travels on: config.yaml, checkpoints, W&B
     check_fits_local_ray(cfg.scaling, address)
     options = store_options(cfg.storage)
+    if cfg.eval.every:  # weights missing offline: say where to put them before anything is written
+        check_extractor(cfg, options)
     # images in a bucket are streamed by Ray Data and split across the workers by Ray Train;
     # listed first, so a wrong data.path fails (ConfigError) before anything is written
     streamed = build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
@@ -353,6 +355,7 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
         ),
     )
+    fit_started = time.perf_counter()
     try:
         trainer.fit()
     except BaseException:
@@ -366,5 +369,5 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
             import ray
 
             ray.shutdown()
-    run.write_status("completed", step=cfg.train.steps)
+    run.write_status("completed", step=cfg.train.steps, fit_seconds=round(time.perf_counter() - fit_started, 1))
     return run

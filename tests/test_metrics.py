@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from ganflow.metrics.kernels import feature_stats, frechet_distance, inception_score, kernel_distance, precision_recall
+from ganflow.evaluate import METRICS
 from ganflow.metrics.modes import mode_coverage
+from tests.conftest import JOBS
 
 
 def test_frechet_distance_of_diagonal_gaussians_matches_the_closed_form():
@@ -97,18 +99,27 @@ def test_modes_counts_eight_of_eight_on_true_ring_samples_and_three_on_a_collaps
     assert out["modes"] == 3 and out["high_quality"] > 0.98  # 2D Gaussian within 3 std: 1 - e^-4.5 = 0.989
 
 
-def test_digits_distance_is_near_its_floor_for_real_digits_and_far_above_it_for_noise_or_one_class():
-    from ganflow.metrics.digits import digits_report
+def test_digits_fid_of_real_digits_is_near_the_floor_and_noise_or_one_class_score_far_worse():
     from ganflow.metrics.digits_classifier import digits_split
+    from ganflow.metrics.features import load_extractor
+    from ganflow import config
 
+    extractor = load_extractor(config.load(JOBS / "quickstart.yaml"))
     x_tr, y_tr, x_te, y_te = digits_split()
-    real = digits_report(torch.cat([x_tr, x_te])[torch.randperm(1797, generator=torch.Generator().manual_seed(1))][:800])
-    noise = digits_report(torch.rand(800, 1, 32, 32) * 2 - 1)
+    x = torch.cat([x_tr, x_te])[torch.randperm(1797, generator=torch.Generator().manual_seed(1))]
+    reference, real = x[:898], x[898:]
+    mu, sigma = feature_stats(extractor.extract(reference)[0].numpy())
+
+    def fid_and_probs(images):
+        features, probs = extractor.extract(images)
+        return frechet_distance(mu, sigma, *feature_stats(features.numpy())), probs
+
+    floor, real_probs = fid_and_probs(real)
+    noise, _ = fid_and_probs(torch.rand(899, 1, 32, 32) * 2 - 1)
     threes = x_tr[y_tr == 3]
-    one_class = digits_report(threes.repeat(800 // len(threes) + 1, 1, 1, 1)[:800])
-    assert real["fd_ratio"] < 1.5 and real["classes_covered_5pct"] == 10
-    assert noise["fd_ratio"] > 10 * real["fd_ratio"]
-    assert one_class["fd_ratio"] > 5 * real["fd_ratio"] and one_class["classes_covered_5pct"] == 1
+    one_class, one_probs = fid_and_probs(threes.repeat(899 // len(threes) + 1, 1, 1, 1)[:899])
+    assert noise > 10 * floor and one_class > 5 * floor
+    assert inception_score(real_probs)["is"] > 8 and inception_score(one_probs)["is"] < 1.5  # 10 classes vs 1
 
 
 def _score_in_process_group(rank: int, world: int, store: str, job: str, overrides: list, names: list, out: str) -> None:
@@ -131,7 +142,7 @@ def _score_in_process_group(rank: int, world: int, store: str, job: str, overrid
 
 
 @pytest.mark.parametrize("job,overrides,names", [
-    ("quickstart.yaml", ["data.resolution=16", "model.ngf=8", "model.ndf=8"], ["digits"]),
+    ("quickstart.yaml", ["data.resolution=16", "model.ngf=8", "model.ndf=8"], ["fid", "kid", "is", "pr", "classes"]),
     ("ring.yaml", [], ["modes"]),
 ])
 def test_a_metric_scored_by_two_workers_equals_one_worker_on_the_same_samples(tmp_path, job, overrides, names):
@@ -145,7 +156,11 @@ def test_a_metric_scored_by_two_workers_equals_one_worker_on_the_same_samples(tm
     for world in (1, 2):
         out = tmp_path / f"world{world}.json"
         store = tmp_path / f"store{world}"  # a FileStore: no port to race for
-        mp.spawn(_score_in_process_group, args=(world, str(store), str(JOBS / job), overrides, names, str(out)), nprocs=world)
+        storage = tmp_path / f"runs{world}"  # each world extracts (its shares of) the real data's reference statistics
+        mp.spawn(_score_in_process_group, args=(world, str(store), str(JOBS / job), overrides + [f"storage.uri={storage}"],
+                                                names, str(out)), nprocs=world)
         results.append(_json.loads(out.read_text()))
     assert results[0] == pytest.approx(results[1], rel=1e-6, abs=1e-9)  # float32 features: batch-size noise only
-    assert results[0]  # something was scored
+    assert set(results[0]) >= {v for n in names for v in METRICS[n].rankable}
+    if "fid" in names:  # the real data's statistics were cached where the runs live, for the next evaluation
+        assert len(list((tmp_path / "runs2" / ".reference").glob("digits-digits-*.safetensors"))) == 1

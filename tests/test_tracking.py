@@ -200,13 +200,13 @@ def test_dashboard_workspace_has_the_team_sections_and_runs_table():
     assert list(sections) == ["Losses", "Discriminator outputs", "Samples", "Evaluation", "Throughput", "Runs"]
     text = {name: json.dumps(s) for name, s in sections.items()}
     for name, keys in {"Losses": ["loss/d", "loss/g"], "Discriminator outputs": ["d/real_logit", "d/fake_logit"],
-                       "Samples": ["samples"], "Evaluation": ["eval/fd_digits", "eval/modes"],
+                       "Samples": ["samples"], "Evaluation": ["eval/fid", "eval/kid", "eval/modes"],
                        "Throughput": ["throughput/imgs_per_s"], "Runs": ["optim.value.g.lr"]}.items():
         for key in keys:
             assert f'"{key}"' in text[name] or key in text[name], f"{key} missing from section {name}"
     (runset,) = spec["spec"]["section"]["runSets"]
     pinned = [c for c, on in runset["runFeed"]["columnPinned"].items() if on]
-    assert {"config:optim.value.g.lr", "config:loss.value.name", "config:model.value.name", "summary:eval/fd_digits"} <= set(pinned)
+    assert {"config:optim.value.g.lr", "config:loss.value.name", "config:model.value.name", "summary:eval/fid"} <= set(pinned)
 
 
 def test_dashboard_offline_writes_the_spec_file(tmp_path):

@@ -156,12 +156,18 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
         assert arrays["samples"].shape == (10, 2) and arrays["samples"].dtype == np.float32
     report = json.loads(cli("eval", str(run), "--num", "200", check=True).stdout)
     assert report["step"] == 4 and report["num_generated"] == 200
-    if cfg.is_image:  # digits: a distance above the real-vs-real floor, and class shares
-        assert report["fd_digits"] > report["fd_real_vs_real"] > 0 and 0 <= report["classes_covered_5pct"] <= 10
+    if cfg.is_image:  # digits: FID in the digits classifier's features (protocol named), KID, IS, PR, classes
+        assert report["fid"] > 0 and report["kid"] > 0 and 1 <= report["is"] <= 10
+        assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1 and 0 <= report["classes_covered_5pct"] <= 10
+        assert report["protocol"].startswith("ganflow digits classifier")
+        empty = {var: str(tmp_path / var.lower()) for var in ("GANFLOW_CACHE", "HOME", "TORCH_HOME")}  # no weights anywhere
+        offline = cli("eval", str(run), "--metrics", "fid", "--extractor", "inception", env=empty)
+        assert offline.returncode == 2 and offline.stderr.startswith("ganflow: error: FID Inception weights not found")
+        assert len(offline.stderr.strip().splitlines()) == 1 and not offline.stdout
     else:
         assert report["modes_total"] == (8 if cfg.data.name == "ring" else 25)
     bad = cli("eval", str(run), "--metrics", "fid2")
-    assert bad.returncode == 2 and bad.stderr.strip() == "ganflow: error: --metrics: unknown fid2; choose from digits, modes"
+    assert bad.returncode == 2 and bad.stderr.strip() == "ganflow: error: --metrics: unknown fid2; choose from fid, kid, is, pr, classes, modes"
     png = tmp_path / "s.png"
     cli("sample", str(run / "checkpoints" / "step_00000004"), "--num", "16", "--out", str(png), check=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -222,11 +228,11 @@ def test_evaluation_during_training_on_two_workers_matches_ganflow_eval(cli, tmp
                "scaling.resources_per_worker.CPU=0.5",
                f"storage.uri={tmp_path}", check=True)
     run = Path(proc.stdout.strip().splitlines()[-1])
-    logged = [r for r in Run.open(run).read_metrics() if "eval/fd_digits" in r]
+    logged = [r for r in Run.open(run).read_metrics() if "eval/fid" in r]
     assert [r["step"] for r in logged] == [3, 6]
     on_demand = json.loads(cli("eval", str(run), "--num", "301", check=True).stdout)
-    assert on_demand["step"] == 6 and on_demand["fd_digits"] > 0
+    assert on_demand["step"] == 6 and on_demand["fid"] > 0
     # each worker scored its share of the same 301 samples; generating 150 at a time instead of 301 moves
     # the convolutions' float sums by ~1e-7, other samples would move the distance by percents
-    for key in ("fd_digits", "fd_ratio", "min_class_share"):
+    for key in ("fid", "kid", "is", "precision", "recall", "min_class_share"):
         assert logged[-1][f"eval/{key}"] == pytest.approx(on_demand[key], rel=1e-4)
