@@ -325,6 +325,8 @@ def _validate_eval(cfg: JobConfig) -> None:
         check_metrics(cfg, names)
     except EvalError as err:
         raise ConfigError(str(err)) from None
+    if "pr" in names and min(e.num_samples, e.reference_samples) < 4:  # k=3 neighbours need 4 points a side
+        _fail("eval.num_samples", "pr needs eval.num_samples and eval.reference_samples >= 4")
     if e.best is not None:
         try:
             ranking(names, e.best)

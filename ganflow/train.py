@@ -284,8 +284,17 @@ def ensure_ray(address: Optional[str] = None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True)
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
+                 runtime_env={"worker_process_setup_hook": "ganflow.train.quiet_in_process_ray"})
     return True
+
+
+def quiet_in_process_ray() -> None:
+    """Ray Train's placement-group cleaner asks the State API, which needs the dashboard this
+    in-process Ray runs without, every second, and warns each time it fails (hundreds of lines a
+    run). It guards against a controller dying while the cluster lives on; here both end with the
+    driver, so its warnings are silenced in Ray's worker processes."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
 def check_fits_local_ray(scaling, address: Optional[str] = None) -> None:

@@ -65,6 +65,12 @@ BAD_CONFIGS = [
     (["scaling.sync_batchnorm=true"], "scaling.sync_batchnorm", "GPU"),
     (["data.name=ring", "model.name=mlp", "train.augment=color"], "train.augment", "images only"),
     (["notakey"], "notakey", "dotted.key=value"),
+    (["eval.metrics=[fid,sharpness]"], "eval.metrics", "choose one of"),
+    (["eval.metrics=[modes]"], "eval.metrics", "2D data"),
+    (["eval.extractor=inception", "eval.metrics=[fid,classes]"], "eval.metrics", "eval.extractor=digits"),
+    (["eval.extractor=clip"], "eval.extractor", "choose one of"),
+    (["eval.metrics=[pr]", "eval.num_samples=3"], "eval.num_samples", ">= 4"),
+    (["eval.best=fd_digits"], "eval.best", "choose one of fid"),
 ]
 
 

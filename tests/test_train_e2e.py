@@ -236,3 +236,14 @@ def test_evaluation_during_training_on_two_workers_matches_ganflow_eval(cli, tmp
     # the convolutions' float sums by ~1e-7, other samples would move the distance by percents
     for key in ("fid", "kid", "is", "precision", "recall", "min_class_share"):
         assert logged[-1][f"eval/{key}"] == pytest.approx(on_demand[key], rel=1e-4)
+
+
+def test_a_run_on_the_in_process_ray_is_quiet_about_rays_internals(tmp_path):
+    """The README's front door: no RAY_ADDRESS, Ray starts in-process and ends with the command;
+    Ray Train's cleaner, which polls a State API this Ray has no dashboard for, stays silent."""
+    from tests.conftest import run_cli
+
+    proc = run_cli("train", str(JOBS / "ring.yaml"), "train.steps=40", "train.log_every=20", "train.checkpoint_every=40",
+                   f"storage.uri={tmp_path}", env={"RAY_ADDRESS": None}, timeout=300, check=True)
+    assert Path(proc.stdout.strip().splitlines()[-1]).parent.parent == tmp_path
+    assert "State API may be temporarily unavailable" not in proc.stderr
