@@ -105,6 +105,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ganflow.objectstore import StorageError
+    from ganflow.sweep import SweepError, load_spec, sweep
+
+    try:
+        spec = load_spec(args.spec, list(args.overrides))
+        result = sweep(spec, address=args.address)
+    except (SweepError, StorageError) as err:
+        return _die(str(err))
+    except KeyboardInterrupt:
+        return _die("interrupted", 130)
+    print(f"best {spec.metric}={result.best_value:.6g}: {result.best_checkpoint}", file=sys.stderr)
+    print(f"results: {result.location}/results.jsonl, results.csv, best.json", file=sys.stderr)
+    print(result.best_config)
+    return 0
+
+
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from ganflow.objectstore import StorageError
     from ganflow.runs import list_runs
@@ -201,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--name", default="ganflow", help="workspace (saved view) name")
     d.add_argument("--out", help="write the workspace spec to this JSON file (always, when offline)")
     d.set_defaults(fn=cmd_dashboard)
+
+    w = sub.add_parser("sweep", help="sweep a job's hyperparameters with Ray Tune; prints best.yaml's location")
+    w.add_argument("spec", help="sweep spec YAML (base job, search space, search, scheduler, metric)")
+    w.add_argument("overrides", nargs="*", help="dotted.key=value overrides on the base job, for every trial")
+    w.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an in-process Ray)")
+    w.set_defaults(fn=cmd_sweep)
 
     r = sub.add_parser("runs", help="runs in a storage location")
     rsub = r.add_subparsers(dest="runs_command", required=True)

@@ -274,7 +274,7 @@ def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, 
             tracker.log_generator(uri, Path(tmp), state.step)
 
 
-def ensure_ray(address: Optional[str] = None) -> bool:
+def ensure_ray(address: Optional[str] = None, dashboard: bool = False) -> bool:
     """Connect to `address` (or RAY_ADDRESS), else start an in-process local Ray. True if we started it."""
     import ray
 
@@ -284,7 +284,7 @@ def ensure_ray(address: Optional[str] = None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True,
+        ray.init(include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
                  runtime_env={"worker_process_setup_hook": "ganflow.train.quiet_in_process_ray"})
     return True
 
@@ -319,7 +319,7 @@ def check_fits_local_ray(scaling, address: Optional[str] = None) -> None:
                               f"the local Ray has {have.get(res, 0.0):g}; lower {key} or scaling.num_workers")
 
 
-def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None) -> Run:
+def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None, callbacks=None) -> Run:
     """Train `cfg` (a fresh run, or the run at `resume` continued to cfg.train.steps); returns the run.
 
     Storage is checked before Ray starts: the resolved config is the first write, so a wrong
@@ -362,6 +362,7 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
             storage_path=storage_path,
             storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks,  # a sweep's trial passes Tune's report callback
         ),
     )
     fit_started = time.perf_counter()
