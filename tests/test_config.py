@@ -8,10 +8,18 @@ from ganflow import cli, config
 from tests.conftest import JOBS, run_cli
 
 
-@pytest.mark.parametrize("job", sorted(JOBS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("job", sorted(p for p in JOBS.glob("*.yaml") if not p.name.startswith("sweep_")), ids=lambda p: p.name)
 def test_every_shipped_job_validates(job):
     cfg = config.load(job)
     assert cfg.train.batch_size % cfg.scaling.num_workers == 0
+
+
+@pytest.mark.parametrize("spec", sorted(JOBS.glob("sweep_*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_validates(spec):
+    from ganflow.sweep import load_spec
+
+    loaded = load_spec(spec)
+    assert loaded.space and loaded.metric and loaded.mode in ("min", "max") and loaded.base.eval.every
 
 
 def test_overrides_reach_nested_fields():
