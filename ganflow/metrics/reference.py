@@ -51,9 +51,9 @@ def cache_key(cfg, extractor) -> str:
 
 
 def _reference_store(cfg, storage):
-    from ganflow.objectstore import open_store
+    from ganflow.objectstore import S3Options, open_store
 
-    return open_store(cfg.storage.uri, storage) if storage is not None else open_store(cfg.storage.uri)
+    return open_store(cfg.storage.uri, storage or S3Options())
 
 
 def real_images(cfg, storage, limit: int):
@@ -62,16 +62,20 @@ def real_images(cfg, storage, limit: int):
     from ganflow.data import build_dataset
     from ganflow.data.images import _list_images, square_resize
 
-    data = build_dataset(cfg.data, cfg.train.seed, storage)
-    n = len(data)
-    pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values if n > limit else torch.arange(n)
-    if not data.streamed:
+    from ganflow.objectstore import S3Options, S3Store, is_s3
+
+    def subset(n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values if n > limit else torch.arange(n)
+
+    if not is_s3(cfg.data.path or ""):
+        data = build_dataset(cfg.data, cfg.train.seed, storage)
+        pick = subset(len(data))
         return len(pick), lambda rows: data.x[pick[rows]]
     from PIL import Image
 
-    from ganflow.objectstore import S3Store
-
-    keys = _list_images(cfg.data.path, storage)
+    storage = storage or S3Options()
+    keys = _list_images(cfg.data.path, storage)  # the one listing of a streamed folder
+    pick = subset(len(keys))
     store = S3Store(cfg.data.path.rstrip("/"), storage)
     channels = cfg.data.channels or 3
 
