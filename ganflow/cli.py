@@ -107,11 +107,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ganflow.objectstore import StorageError
-    from ganflow.sweep import SweepError, load_spec, sweep
+    from ganflow.sweep import SweepError, load_saved_spec, load_spec, sweep
 
     try:
-        spec = load_spec(args.spec, list(args.overrides))
-        result = sweep(spec, address=args.address)
+        if args.resume:
+            if args.spec or args.overrides:
+                raise SweepError("--resume: give the sweep's location alone (it runs with the spec and overrides it began with)")
+            spec = load_saved_spec(args.resume)
+        elif not args.spec:
+            raise SweepError("sweep: name a sweep spec (jobs/sweep_*.yaml), or --resume LOCATION")
+        else:
+            spec = load_spec(args.spec, list(args.overrides))
+        result = sweep(spec, address=args.address, resume=args.resume)
     except (SweepError, StorageError) as err:
         return _die(str(err))
     except KeyboardInterrupt:
@@ -220,9 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_dashboard)
 
     w = sub.add_parser("sweep", help="sweep a job's hyperparameters with Ray Tune; prints best.yaml's location")
-    w.add_argument("spec", help="sweep spec YAML (base job, search space, search, scheduler, metric)")
+    w.add_argument("spec", nargs="?", help="sweep spec YAML (base job, search space, search, scheduler, metric)")
     w.add_argument("overrides", nargs="*", help="dotted.key=value overrides on the base job, for every trial")
     w.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an in-process Ray)")
+    w.add_argument("--resume", metavar="LOCATION", help="finish an interrupted sweep: its folder, <storage.uri>/sweeps/<name>-<time> "
+                   "(finished trials are kept, unfinished ones go on from their last checkpoints)")
     w.set_defaults(fn=cmd_sweep)
 
     r = sub.add_parser("runs", help="runs in a storage location")

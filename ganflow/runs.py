@@ -143,6 +143,17 @@ class Run:
         self.flush_metrics()  # the bucket's metrics are never behind its newest checkpoint
         return ckpt.publish_to(self.store, local_dir, checkpoint_key(step))
 
+    def adopt_checkpoint(self, uri: str) -> str:
+        """Copy checkpoint `uri` of another run in as this run's own, at the same step, so that
+        this run starts where that one was (PBT's exploit); the source is left as it was."""
+        source_run, _, name = uri.rstrip("/").rpartition(f"/{CHECKPOINTS_DIR}/")
+        if not source_run or not name.startswith("step_"):
+            raise ckpt.CheckpointError(f"{uri}: not a checkpoint location (<run>/{CHECKPOINTS_DIR}/step_N)")
+        source = Run.open(source_run, self.options)
+        with tempfile.TemporaryDirectory(prefix="ganflow-adopt-") as tmp:
+            fetched = ckpt.fetch(source.store, f"{CHECKPOINTS_DIR}/{name}", Path(tmp))  # locally: in place
+            return self.publish_checkpoint(fetched, int(name.rsplit("_", 1)[1]))  # copies
+
     def checkpoints(self) -> List[str]:
         """Checkpoint keys, newest first (complete or not)."""
         return ckpt.list_checkpoints_in(self.store, "")

@@ -9,16 +9,20 @@ A sweep spec is a base job plus a search space over dotted config keys:
       optim.g.lr: loguniform(1e-5, 1e-3)
       model.hidden: choice([64, 128])
     search: random                      # random | optuna (TPE); grid() values are crossed
-    scheduler: asha                     # fifo | asha
+    scheduler: asha                     # fifo | asha | pbt
     metric: high_quality                # an eval value (see evaluate.py); default: the job's headline
     mode: max                           # default: the metric's own direction
     num_samples: 4
     max_concurrent_trials: 2
 
 Following Ray's Train-in-Tune pattern (Train V2), every Tune trial is a light driver function that
-launches the job's own TorchTrainer (`train.run`), whose reports reach Tune through Ray's
-TuneReportCallback: checkpoint steps carry `eval/<value>`, on which schedulers act, with `step`
-as time. Every trial is an ordinary ganflow run (`<storage.uri>/<name>/<run_id>`) and W&B run in
+launches the job's own TorchTrainer (`train.run`). Its evaluations reach Tune through a Ray Train
+callback and the trial function, which reports each with a Tune checkpoint that names the
+ganflow checkpoint beside it (a few bytes; the weights stay where the run keeps them). Schedulers
+act on `eval/<value>` with `step` as time; PBT clones a trial by handing another trial that
+pointer, and the clone starts a new ganflow run from a copy of that checkpoint, its learning
+rates perturbed; `Tuner.restore` (`--resume`) hands a trial its own pointer, and it resumes its
+own run. Every trial is an ordinary ganflow run (`<storage.uri>/<name>/<run_id>`) and W&B run in
 a group named after the sweep; the sweep's own files go to `<storage.uri>/sweeps/<name>-<id>/`.
 """
 
@@ -28,6 +32,7 @@ import ast
 import csv
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -60,7 +65,11 @@ DISTRIBUTIONS: Dict[str, Callable[..., Any]] = {
     "grid": lambda values: _tune().grid_search(values),
 }
 SEARCHERS = ("random", "optuna")
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "pbt")
+# what PBT may perturb when one trial takes over another's checkpoint: values the restored state
+# does not fix (the config's learning rates win over the restored optimiser's, see train.py)
+PERTURBABLE = ("optim.g.lr", "optim.d.lr")
+POINTER = "ganflow_checkpoint.json"  # the Tune checkpoint's one file
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,9 @@ class SweepSpec:
     max_concurrent_trials: int = 0  # 0: as many as the cluster fits
     grace_steps: Optional[int] = None  # ASHA: steps before a trial can be stopped (default: first eval)
     reduction_factor: int = 2
+    perturbation_steps: Optional[int] = None  # PBT: steps between exploits (default: eval.every)
+    quantile_fraction: float = 0.25  # PBT: the bottom share takes over the top share's checkpoints
+    source: Dict[str, Any] = field(default_factory=dict)  # the spec as read, job path made absolute
     base: JobConfig = field(default=None)  # the base job with its overrides, validated
 
     @property
@@ -116,7 +128,9 @@ def parse_dimension(key: str, text: Any) -> Dimension:
     try:
         args = ast.literal_eval(f"({body},)") if body.strip() else ()
     except (ValueError, SyntaxError):
-        raise SweepError(f"{where}: the arguments of {kind}(...) must be numbers or a [list] of values") from None
+        args = _bare_words(body) if kind in ("choice", "grid") else None
+        if args is None:
+            raise SweepError(f"{where}: the arguments of {kind}(...) must be numbers or a [list] of values") from None
     if kind in ("choice", "grid"):
         if len(args) != 1 or not isinstance(args[0], (list, tuple)) or not args[0]:
             raise SweepError(f"{where}: {kind} takes one non-empty list, e.g. {kind}([32, 64])")
@@ -132,6 +146,17 @@ def parse_dimension(key: str, text: Any) -> Dimension:
         if kind == "randint" and not all(isinstance(a, int) for a in args):
             raise SweepError(f"{where}: randint takes integers (high excluded), got {body.strip()!r}")
     return Dimension(key, kind, tuple(args))
+
+
+def _bare_words(body: str) -> Optional[tuple]:
+    """`[hinge, nonsaturating, wgan-gp]`: a list as YAML reads it (words need no quotes)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(body)
+    except yaml.YAMLError:
+        return None
+    return (value,) if isinstance(value, list) else None
 
 
 def override(key: str, value: Any) -> str:
@@ -151,7 +176,7 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
     if not isinstance(raw, dict):
         raise SweepError(f"sweep: {path} must hold a mapping (name, job, space, ...)")
     known = {"name", "job", "overrides", "space", "search", "scheduler", "metric", "mode", "num_samples",
-             "max_concurrent_trials", "grace_steps", "reduction_factor"}
+             "max_concurrent_trials", "grace_steps", "reduction_factor", "perturbation_steps", "quantile_fraction"}
     for key in raw:
         if key not in known:
             raise SweepError(f"{key}: unknown sweep field; choose from {', '.join(sorted(known))}")
@@ -167,7 +192,9 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
         search=str(raw.get("search", "random")), scheduler=str(raw.get("scheduler", "fifo")),
         metric=raw.get("metric"), mode=raw.get("mode"), num_samples=int(raw.get("num_samples", 4)),
         max_concurrent_trials=int(raw.get("max_concurrent_trials", 0)), grace_steps=raw.get("grace_steps"),
-        reduction_factor=int(raw.get("reduction_factor", 2)),
+        reduction_factor=int(raw.get("reduction_factor", 2)), perturbation_steps=raw.get("perturbation_steps"),
+        quantile_fraction=float(raw.get("quantile_fraction", 0.25)),
+        source={**raw, "job": str(job)},
     )
     if spec.search not in SEARCHERS:
         raise SweepError(f"search: {spec.search!r}; choose one of {', '.join(SEARCHERS)}")
@@ -177,6 +204,14 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
         raise SweepError(f"num_samples: must be >= 1, got {spec.num_samples}")
     if spec.search == "optuna" and any(d.kind == "grid" for d in spec.space):
         raise SweepError("space: grid() values cannot be searched by optuna; use choice() or search: random")
+    if spec.scheduler == "pbt":
+        if spec.search != "random":
+            raise SweepError("search: PBT samples its population itself; use search: random with scheduler: pbt")
+        if not any(d.key in PERTURBABLE for d in spec.space):
+            raise SweepError(f"space: PBT perturbs learning rates while trials train; put {' or '.join(PERTURBABLE)} in the space "
+                             "(other keys are sampled once, and follow the checkpoint a trial takes over)")
+        if not 0 < spec.quantile_fraction <= 0.5:
+            raise SweepError(f"quantile_fraction: must be in (0, 0.5], got {spec.quantile_fraction}")
     try:
         base = load(job, spec.overrides)
     except ConfigError as err:
@@ -217,29 +252,117 @@ def base_overrides(spec: SweepSpec, base: JobConfig) -> List[str]:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _eval_report_callback(eval_key: str):
-    """Ray's TuneReportCallback, passing on only the reports that carry the sweep's metric (the
-    checkpoint steps' evaluations): schedulers and searchers need it in every result they see."""
-    from ray.tune.integration.ray_train import TuneReportCallback
+def _eval_relay(reports, eval_key: str):
+    """A Ray Train callback (it runs in the TorchTrainer's controller) passing each report that
+    carries the sweep's metric, with its checkpoint's path, to the trial function through a Ray
+    queue: the trial function reports it to Tune, with a checkpoint, which only it can do."""
+    from ray.train.v2.api.callback import UserCallback
 
-    class EvalReportCallback(TuneReportCallback):
+    class EvalRelay(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
             if metrics and eval_key in metrics[0]:
-                super().after_report(run_context, metrics, checkpoint)
+                reports.put({**metrics[0], "checkpoint_path": checkpoint.path if checkpoint else None})
 
-    return EvalReportCallback()
+    return EvalRelay()
+
+
+def trial_overrides(sweep: Dict[str, Any], params: Dict[str, Any]) -> List[str]:
+    return sweep["overrides"] + [override(k, v) for k, v in params.items()] + [
+        f"name={sweep['name']}", f"tracking.wandb.group={sweep['name']}", "tracking.wandb.job_type=trial"]
+
+
+def run_of(checkpoint_uri: str) -> str:
+    """The run a checkpoint URI belongs to (`<run>/checkpoints/step_N`)."""
+    return checkpoint_uri.rstrip("/").rsplit("/", 2)[0]
+
+
+def _read_pointer(checkpoint) -> Optional[Dict[str, Any]]:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        found = Path(d) / POINTER
+        return json.loads(found.read_text()) if found.is_file() else None
 
 
 def run_trial(config: Dict[str, Any]) -> None:
-    """One Tune trial: the base job with this trial's values, trained by its own TorchTrainer."""
+    """One Tune trial: the base job with this trial's values, trained by its own TorchTrainer.
+    Started with its own earlier checkpoint (a restored sweep, a paused trial) it resumes its own
+    run; with another trial's (a PBT exploit) it starts a new run from a copy of that checkpoint."""
+    import tempfile
+    import threading
+
+    from ray import tune
+    from ray.util.queue import Queue
+
     from ganflow import train
+    from ganflow.runs import store_options
 
     sweep = config["sweep"]
-    params = config["params"]
-    overrides = sweep["overrides"] + [override(k, v) for k, v in params.items()] + [
-        f"name={sweep['name']}", f"tracking.wandb.group={sweep['name']}", "tracking.wandb.job_type=trial"]
-    cfg = load(sweep["job"], overrides)
-    train.run(cfg, callbacks=[_eval_report_callback(sweep["eval_key"])])
+    cfg = load(sweep["job"], trial_overrides(sweep, config["params"]))
+    trial_id = tune.get_context().get_trial_id()
+    resume = fork = None
+    earlier = _read_pointer(tune.get_checkpoint())
+    if earlier and earlier["trial"] == trial_id:
+        resume = run_of(earlier["checkpoint"])
+    elif earlier:
+        fork = earlier["checkpoint"]
+    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    ended: Dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            train.run(cfg, resume=resume, fork_from=fork, callbacks=[_eval_relay(reports, sweep["eval_key"])])
+        except BaseException as err:  # raised again in the trial's own thread, where Tune sees it
+            ended["error"] = err
+        finally:
+            reports.put(None)
+
+    threading.Thread(target=fit, name="ganflow-trial", daemon=True).start()
+    log = TrialLog(sweep["location"], trial_id, store_options(cfg.storage))
+    used = {key: OmegaConf.select(OmegaConf.create(cfg.to_dict()), key) for key in config["params"]}
+    while (result := reports.get()) is not None:
+        uri = checkpoint_uri(cfg.storage.uri, result.pop("checkpoint_path"))
+        metrics = {**result, "checkpoint": uri or "", "run": run_of(uri) if uri else "", "forked_from": fork or ""}
+        log.append({"step": result["step"], sweep["eval_key"]: result[sweep["eval_key"]], "checkpoint": uri,
+                    "run": metrics["run"], "forked_from": fork, "params": used})
+        if not uri:
+            tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory(prefix="ganflow-pointer-") as d:
+            Path(d, POINTER).write_text(json.dumps({"trial": trial_id, "checkpoint": uri, "step": result["step"]}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))  # copied to Tune's storage here
+    if "error" in ended:
+        raise ended["error"]
+
+
+class TrialLog:
+    """`<sweep>/trials/<trial_id>.jsonl`: a line per evaluation a trial reported (step, metric,
+    checkpoint, run, the values in force). Tune's own per-trial history is rewritten when a trial
+    restarts from a checkpoint (PBT, restore); this one only grows, so results come from it."""
+
+    def __init__(self, location: str, trial_id: str, options=None):
+        from ganflow.objectstore import S3Options, open_store
+
+        self.store = open_store(location, options or S3Options())
+        self.key = f"trials/{trial_id}.jsonl"
+
+    def append(self, record: Dict[str, Any]) -> None:
+        self.store.put_bytes(self.key, (self.read_text() + json.dumps(record) + "\n").encode())
+
+    def read_text(self) -> str:
+        from ganflow.objectstore import NotFound
+
+        try:
+            return self.store.get_bytes(self.key).decode()
+        except NotFound:
+            return ""
+
+    def records(self) -> List[Dict[str, Any]]:
+        by_step = {}
+        for line in self.read_text().splitlines():
+            record = json.loads(line)
+            by_step[record["step"]] = record  # a resumed trial may evaluate a step again
+        return [by_step[k] for k in sorted(by_step)]
 
 
 def _searcher(spec: SweepSpec):
@@ -252,15 +375,24 @@ def _searcher(spec: SweepSpec):
     return OptunaSearch(metric=spec.eval_key, mode=spec.mode)
 
 
-def _scheduler(spec: SweepSpec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def _asha(spec: SweepSpec):
+    from ray.tune.schedulers import ASHAScheduler
 
-    if spec.scheduler == "fifo":
-        return FIFOScheduler()
-    every = spec.base.eval.every
-    grace = spec.grace_steps or every
     return ASHAScheduler(time_attr="step", metric=spec.eval_key, mode=spec.mode, max_t=spec.base.train.steps,
-                         grace_period=grace, reduction_factor=spec.reduction_factor)
+                         grace_period=spec.grace_steps or spec.base.eval.every, reduction_factor=spec.reduction_factor)
+
+
+def _pbt(spec: SweepSpec):
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    mutations = {d.key: d.to_tune() for d in spec.space if d.key in PERTURBABLE}
+    return PopulationBasedTraining(
+        time_attr="step", metric=spec.eval_key, mode=spec.mode,
+        perturbation_interval=spec.perturbation_steps or spec.base.eval.every,
+        hyperparam_mutations={"params": mutations}, quantile_fraction=spec.quantile_fraction)
+
+
+SCHEDULER_BUILDERS: Dict[str, Callable[[SweepSpec], Any]] = {"fifo": lambda spec: None, "asha": _asha, "pbt": _pbt}
 
 
 class TrialTable:
@@ -281,11 +413,13 @@ class TrialTable:
 
         self.callback = _Callback()
         self.spec, self.out = spec, out
-        keys = [d.key for d in spec.space]
-        self.columns = ["trial", *keys, "step", spec.metric, "status"]
-        print("  ".join(f"{c:>14}" for c in self.columns), file=out, flush=True)
+        self.columns = ["trial", *[d.key for d in spec.space], "step", spec.metric, "status"]
+        self.header_printed = False
 
     def row(self, trial, status: str) -> None:
+        if not self.header_printed:
+            print("  ".join(f"{c:>14}" for c in self.columns), file=self.out, flush=True)
+            self.header_printed = True
         result = trial.last_result or {}
         values = [trial.trial_id] + [trial.config["params"].get(d.key) for d in self.spec.space]
         values += [result.get("step"), result.get(self.spec.eval_key), status]
@@ -307,8 +441,27 @@ class SweepResult:
     trials: List[Dict[str, Any]]
 
 
-def sweep(spec: SweepSpec, address: Optional[str] = None) -> SweepResult:
-    """Run the sweep; writes results.jsonl, results.csv, best.yaml and best.json to its location."""
+SPEC_FILE = "sweep.yaml"  # the spec as run (absolute paths), what `--resume` reads back
+
+
+def pinned_overrides(base: JobConfig) -> List[str]:
+    """Tune runs each trial in a directory of its own: local paths the job names relative to
+    where `ganflow sweep` was started are made absolute, so runs, data and W&B files are where
+    the user looks for them."""
+    from ganflow.objectstore import is_s3
+
+    pinned = [f"tracking.wandb.dir={os.path.abspath(base.tracking.wandb.dir or os.environ.get('WANDB_DIR') or os.getcwd())}"]
+    if not is_s3(base.storage.uri):
+        pinned.append(f"storage.uri={os.path.abspath(os.path.expanduser(base.storage.uri))}")
+    if base.data.path and not is_s3(base.data.path) and not os.path.isabs(base.data.path):
+        pinned.append(f"data.path={os.path.abspath(base.data.path)}")
+    return pinned
+
+
+def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] = None) -> SweepResult:
+    """Run the sweep (or finish the one at `resume`, a sweep location: its finished trials are
+    kept, the others go on from their last checkpoints); writes results.jsonl, results.csv,
+    best.yaml and best.json to its location."""
     import ray
     from ray import tune
 
@@ -317,35 +470,81 @@ def sweep(spec: SweepSpec, address: Optional[str] = None) -> SweepResult:
     from ganflow.train import ensure_ray
 
     options = store_options(spec.base.storage)
-    sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     store = open_store(spec.base.storage.uri, options)
     store.check()
-    location = store.uri(f"sweeps/{sweep_id}")
+    sweep_key = resume_key(spec, resume) if resume else f"sweeps/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    location = store.uri(sweep_key)
+    if not resume:
+        spec = with_overrides(spec, pinned_overrides(spec.base))
+        store.put_bytes(f"{sweep_key}/{SPEC_FILE}", OmegaConf.to_yaml({**spec.source, "overrides": spec.overrides}).encode())
+    print(f"[ganflow] sweep {location} (if cut short: ganflow sweep --resume {location})", file=sys.stderr, flush=True)
     # Tune stops a trial by ending its driver; Ray Train's cleaner then frees the trial's placement
     # group, which it finds through the State API: the in-process Ray needs its dashboard for that
     started = ensure_ray(address, dashboard=True)
     try:
         storage_path, filesystem = _tune_storage(spec, options)
-        sweep_info = {"name": spec.name, "job": str(spec.job), "overrides": base_overrides(spec, spec.base),
-                      "eval_key": spec.eval_key}
-        table = TrialTable(spec)
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"memory": 1}),  # the trial only drives its TorchTrainer: no CPU of its own
-            param_space={"params": {d.key: d.to_tune() for d in spec.space}, "sweep": sweep_info},
-            tune_config=tune.TuneConfig(
-                num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent_trials or None,
-                search_alg=_searcher(spec), scheduler=_scheduler(spec),
-                metric=None if spec.scheduler != "fifo" or spec.search != "random" else spec.eval_key,
-                mode=None if spec.scheduler != "fifo" or spec.search != "random" else spec.mode,
-            ),
-            run_config=tune.RunConfig(name=f"sweeps/{sweep_id}/tune", storage_path=storage_path,
-                                      storage_filesystem=filesystem, callbacks=[table.callback], verbose=0),
-        )
+        trainable = tune.with_resources(run_trial, {"memory": 1})  # the trial only drives its TorchTrainer: no CPU of its own
+        if resume:
+            experiment = f"{storage_path}/{sweep_key}/tune"
+            if not tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+                raise SweepError(f"--resume {location}: no Tune experiment state in {location}/tune")
+            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                       storage_filesystem=filesystem)
+        else:
+            sweep_info = {"name": spec.name, "job": str(spec.job), "overrides": base_overrides(spec, spec.base),
+                          "eval_key": spec.eval_key, "location": location}
+            plain = spec.scheduler == "fifo" and spec.search == "random"  # else the scheduler/searcher holds them
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"params": {d.key: d.to_tune() for d in spec.space}, "sweep": sweep_info},
+                tune_config=tune.TuneConfig(
+                    num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent_trials or None,
+                    search_alg=_searcher(spec), scheduler=SCHEDULER_BUILDERS[spec.scheduler](spec),
+                    metric=spec.eval_key if plain else None, mode=spec.mode if plain else None,
+                ),
+                run_config=tune.RunConfig(name=f"{sweep_key}/tune", storage_path=storage_path,
+                                          storage_filesystem=filesystem, callbacks=[TrialTable(spec).callback], verbose=0),
+            )
         grid = tuner.fit()
-        return _write_results(spec, grid, store, f"sweeps/{sweep_id}", location)
+        return _write_results(spec, grid, store, sweep_key, location, options)
     finally:
         if started:
             ray.shutdown()
+
+
+def with_overrides(spec: SweepSpec, extra: List[str]) -> SweepSpec:
+    from dataclasses import replace
+
+    overrides = spec.overrides + extra
+    return replace(spec, overrides=overrides, base=load(spec.job, overrides + [f"eval.every={spec.base.eval.every}"]))
+
+
+def resume_key(spec: SweepSpec, location: str) -> str:
+    """The sweep's key in its storage (`sweeps/<name>-<time>`), from the location `--resume` names."""
+    name = location.rstrip("/").rsplit("/", 1)[-1]
+    return f"sweeps/{name}"
+
+
+def load_saved_spec(location: str, extra_overrides: Optional[List[str]] = None) -> SweepSpec:
+    """The spec a sweep at `location` ran with (its sweep.yaml), for `--resume`."""
+    import tempfile
+
+    from ganflow.objectstore import NotFound, StorageError, is_s3, open_store
+
+    if is_s3(location):
+        try:
+            text = open_store(location.rstrip("/")).get_bytes(SPEC_FILE).decode()
+        except (NotFound, StorageError) as err:
+            raise SweepError(f"--resume {location}: no {SPEC_FILE} there ({err}); name the folder `ganflow sweep` printed") from None
+        with tempfile.TemporaryDirectory() as d:
+            saved = Path(d, SPEC_FILE)
+            saved.write_text(text)
+            return load_spec(saved, extra_overrides)
+    saved = Path(location, SPEC_FILE)
+    if not saved.is_file():
+        raise SweepError(f"--resume {location}: no {SPEC_FILE} there; name the sweep folder `ganflow sweep` printed "
+                         "(<storage.uri>/sweeps/<name>-<time>)")
+    return load_spec(saved, extra_overrides)
 
 
 def _tune_storage(spec: SweepSpec, options):
@@ -357,42 +556,49 @@ def _tune_storage(spec: SweepSpec, options):
     return str(Path(uri).resolve()), None
 
 
-def _trial_rows(spec: SweepSpec, grid) -> List[Dict[str, Any]]:
+TRIAL_ID = re.compile(r"_([0-9a-f]+_\d{5})_")
+
+
+def _trial_rows(spec: SweepSpec, grid, location: str, options) -> List[Dict[str, Any]]:
+    """A row per trial from its TrialLog (the values shown are those in force at its best
+    evaluation: under PBT they change as the trial goes), with Tune's error if it failed."""
     rows = []
     for result in grid:
-        df = result.metrics_dataframe
-        evals = [] if df is None or spec.eval_key not in df else df[["step", spec.eval_key, "checkpoint_path"]
-                                                                     if "checkpoint_path" in df else ["step", spec.eval_key]].dropna(subset=[spec.eval_key]).to_dict("records")
-        values = [e[spec.eval_key] for e in evals]
-        best = None
-        if values:
-            pick = min if spec.mode == "min" else max
-            best = pick(evals, key=lambda e: e[spec.eval_key])
-        metrics = result.metrics or {}
+        name = Path(result.path).name if result.path else ""
+        found = TRIAL_ID.search(name)
+        records = TrialLog(location, found.group(1), options).records() if found else []
+        scored = [r for r in records if r.get(spec.eval_key) is not None]
+        pick = min if spec.mode == "min" else max
+        best = pick(scored, key=lambda r: r[spec.eval_key]) if scored else None
+        last = records[-1] if records else {}
+        params = (best or last).get("params") or (result.config or {}).get("params", {})
+        lineage = {r["run"]: r.get("forked_from") for r in records if r.get("run")}
         rows.append({
-            "trial": Path(result.path).name if result.path else None,
-            **{d.key: (result.config or {}).get("params", {}).get(d.key) for d in spec.space},
-            "last_step": metrics.get("step"),
-            f"last_{spec.metric}": metrics.get(spec.eval_key),
+            "trial": name or None,
+            **{d.key: params.get(d.key) for d in spec.space},
+            "last_step": last.get("step"),
+            f"last_{spec.metric}": last.get(spec.eval_key),
             f"best_{spec.metric}": best[spec.eval_key] if best else None,
             "best_step": best["step"] if best else None,
-            "best_checkpoint": _checkpoint_uri(spec, best.get("checkpoint_path")) if best else None,
+            "best_checkpoint": best["checkpoint"] if best else None,
+            # the ganflow runs the trial trained, in order, and the checkpoint each began from (PBT)
+            "runs": list(lineage), "forked_from": list(lineage.values()),
             "error": str(result.error).splitlines()[0] if result.error else None,
         })
     return rows
 
 
-def _checkpoint_uri(spec: SweepSpec, path: Optional[str]) -> Optional[str]:
+def checkpoint_uri(storage_uri: str, path: Any) -> Optional[str]:
     """Ray reports a bucket checkpoint as 'bucket/key' (its pyarrow filesystem's path)."""
     from ganflow.objectstore import is_s3
 
     if not path or not isinstance(path, str):
         return None
-    return f"s3://{path}" if is_s3(spec.base.storage.uri) and not is_s3(path) else path
+    return f"s3://{path}" if is_s3(storage_uri) and not is_s3(path) else path
 
 
-def _write_results(spec: SweepSpec, grid, store, prefix: str, location: str) -> SweepResult:
-    rows = _trial_rows(spec, grid)
+def _write_results(spec: SweepSpec, grid, store, prefix: str, location: str, options) -> SweepResult:
+    rows = _trial_rows(spec, grid, location, options)
     scored = [r for r in rows if r[f"best_{spec.metric}"] is not None]
     store.put_bytes(f"{prefix}/results.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
     buf = io.StringIO()

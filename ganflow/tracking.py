@@ -261,8 +261,34 @@ def open_tracker(settings: Dict[str, Any], run_id: str, config: Dict[str, Any], 
             raise TrackingError(f"{msg}; set tracking.wandb.on_error=disable to train untracked") from None
         log.warning("%s; training untracked", msg)
         return Tracker()
-    # online, W&B knows how far the run got; offline, ganflow's metrics.jsonl said so
-    return WandbTracker(run, run_id, s, max(skip_through, getattr(run, "step", 0) - 1 if s.mode == "online" else 0))
+    if s.mode == "online":  # W&B knows how far the run got
+        skip_through = max(skip_through, getattr(run, "step", 0) - 1)
+    else:
+        skip_through = _offline_logged_through(run, run_id, skip_through)
+    return WandbTracker(run, run_id, s, skip_through)
+
+
+def _offline_logged_through(run, run_id: str, fallback: int) -> int:
+    """The last step earlier offline attempts of this run wrote to their W&B files on this node.
+    Better than metrics.jsonl's last step (`fallback`): a killed worker's W&B may not have
+    written its last rows (they are logged again, not lost), and on S3 metrics.jsonl may lag
+    behind W&B (those rows are not logged twice). No earlier file here (a restart on another
+    node): the fallback."""
+    from ganflow.wandb_files import WandbFileError, read_run
+
+    current = Path(run.dir).parent.resolve()
+    steps, earlier = [], 0
+    for attempt in sorted(current.parent.glob(f"offline-run-*-{run_id}")):
+        if attempt.resolve() == current:
+            continue
+        earlier += 1
+        try:
+            steps += read_run(attempt).steps
+        except (OSError, WandbFileError):  # killed before W&B wrote anything
+            continue
+    if not earlier:
+        return fallback
+    return max(steps, default=0)
 
 
 # --- from an artifact back to the checkpoint ---

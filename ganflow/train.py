@@ -290,11 +290,18 @@ def ensure_ray(address: Optional[str] = None, dashboard: bool = False) -> bool:
 
 
 def quiet_in_process_ray() -> None:
-    """Ray Train's placement-group cleaner asks the State API, which needs the dashboard this
-    in-process Ray runs without, every second, and warns each time it fails (hundreds of lines a
-    run). It guards against a controller dying while the cluster lives on; here both end with the
-    driver, so its warnings are silenced in Ray's worker processes."""
+    """Worker setup for the in-process Ray. Ray Train's placement-group cleaner asks the State API
+    every second; without a dashboard it warns each time it fails (hundreds of lines a run), so its
+    warnings are silenced: it guards against a controller dying while the cluster lives on, and
+    here both end with the driver. With a dashboard (sweeps) the State API must find this cluster:
+    left to discover it, it refuses when another Ray runs on the machine ("Found multiple active
+    Ray instances"), and the placement groups of trials Tune stops are never freed; so Ray's
+    workers are told this cluster's address."""
+    import ray
+
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    if "RAY_ADDRESS" not in os.environ:
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def check_fits_local_ray(scaling, address: Optional[str] = None) -> None:
@@ -319,8 +326,11 @@ def check_fits_local_ray(scaling, address: Optional[str] = None) -> None:
                               f"the local Ray has {have.get(res, 0.0):g}; lower {key} or scaling.num_workers")
 
 
-def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None, callbacks=None) -> Run:
+def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None, callbacks=None,
+        fork_from: Optional[str] = None) -> Run:
     """Train `cfg` (a fresh run, or the run at `resume` continued to cfg.train.steps); returns the run.
+    `fork_from` (a checkpoint URI of another run): the fresh run starts from a copy of it, at its
+    step, with cfg's learning rates (a PBT exploit).
 
     Storage is checked before Ray starts: the resolved config is the first write, so a wrong
     endpoint, a missing bucket or missing credentials fail here (StorageError) with nothing written;
@@ -344,6 +354,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
               "(upload with `wandb sync`)", file=sys.stderr)
     run.write_config(cfg.to_yaml())
     run.write_status("running")
+    if fork_from and not resume:
+        copied = run.adopt_checkpoint(fork_from)
+        print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
     storage_path, name, filesystem = run.ray_storage()
     started = ensure_ray(address)
     datasets = {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None

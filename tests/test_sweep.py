@@ -1,13 +1,27 @@
-"""`ganflow sweep`: spec validation before anything starts."""
+"""`ganflow sweep`: spec validation before anything starts, and real Ray Tune sweeps of the ring
+job (each in its own process with an in-process Ray, beside the session's Ray, as a user's second
+Ray on one machine would be; each trial its own TorchTrainer): ASHA, PBT, a killed driver resumed."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ganflow.checkpoint import read_manifest
+from ganflow.runs import Run
+from ganflow.wandb_files import offline_runs
 from tests.conftest import JOBS, run_cli
+
+RING_SWEEP = JOBS / "sweep_ring.yaml"
+FAST = ["train.log_every=100", "train.sample_every=100000", "eval.num_samples=500"]
 
 
 def write_spec(tmp_path: Path, **fields) -> Path:
@@ -23,9 +37,11 @@ def write_spec(tmp_path: Path, **fields) -> Path:
     ({"space": {"optim.g.lr": "uniform(-1e-3, 1e-3)"}}, "space.optim.g.lr: uniform(-0.001, 0.001) can give -0.001, which the job refuses: must be > 0"),
     ({"space": {"optim.g.lr": "lognormal(1e-4, 1e-3)"}}, "space.optim.g.lr: unknown distribution 'lognormal'; choose from uniform"),
     ({"space": {"optim.g.lr": "1e-4"}}, "space.optim.g.lr: 0.0001 is not a distribution"),
-    ({"space": {"loss.name": "choice([hinge, wgan])"}}, "space.loss.name: the arguments of choice(...) must be numbers or a [list]"),
-    ({"space": {"loss.name": "choice(['hinge', 'wasserstein'])"}}, "space.loss.name: choice can give 'wasserstein', which the job refuses"),
-    ({"scheduler": "hyperband"}, "scheduler: 'hyperband'; choose one of fifo, asha"),
+    ({"space": {"loss.name": "choice([hinge, wgan)"}}, "space.loss.name: the arguments of choice(...) must be numbers or a [list]"),
+    ({"space": {"loss.name": "choice([hinge, wasserstein])"}}, "space.loss.name: choice can give 'wasserstein', which the job refuses"),
+    ({"space": {"model.hidden": "choice([64, 128])"}, "scheduler": "pbt"}, "space: PBT perturbs learning rates while trials train"),
+    ({"scheduler": "pbt", "search": "optuna"}, "search: PBT samples its population itself"),
+    ({"scheduler": "hyperband"}, "scheduler: 'hyperband'; choose one of fifo, asha, pbt"),
     ({"metric": "fid"}, "metric: 'fid' is not evaluated by this job's eval.metrics (modes)"),
     ({"budget": 3}, "budget: unknown sweep field"),
 ])
@@ -36,3 +52,113 @@ def test_a_bad_sweep_spec_is_one_line_naming_the_field_exit_2_before_ray(tmp_pat
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"ganflow: error: {expected}"), line
     assert not (tmp_path / "runs").exists()
+
+
+def sweep_rows(location: Path):
+    return [json.loads(line) for line in (location / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_an_asha_sweep_of_ring_stops_the_worst_trials_early_and_its_best_yaml_trains(tmp_path):
+    runs = tmp_path / "runs"
+    proc = run_cli("sweep", str(RING_SWEEP), f"storage.uri={runs}", "train.steps=600", "train.checkpoint_every=150", *FAST,
+                   env={"RAY_ADDRESS": None}, timeout=900, check=True)
+    best_yaml = Path(proc.stdout.strip().splitlines()[-1])
+    assert best_yaml.name == "best.yaml" and best_yaml.parent.parent == runs / "sweeps"
+    rows = sweep_rows(best_yaml.parent)
+    assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4 and not any(r["error"] for r in rows)
+    assert sum(r["last_step"] for r in rows) < 4 * 600  # ASHA stopped some trials at a rung
+    assert max(r["last_step"] for r in rows) == 600  # and let the best run to the end
+    best = json.loads((best_yaml.parent / "best.json").read_text())
+    assert best["value"] == max(r["best_high_quality"] for r in rows)
+    assert Path(best["checkpoint"], "manifest.json").is_file()
+    node = yaml.safe_load(best_yaml.read_text())
+    for key, value in best["values"].items():  # the winning values are in best.yaml, ready to train
+        here = node
+        for part in key.split("."):
+            here = here[part]
+        assert here == pytest.approx(value)
+    assert (best_yaml.parent / "results.csv").read_text().startswith("trial,optim.g.lr,optim.d.lr,model.hidden,last_step")
+    # every trial is an ordinary ganflow run under the sweep's name, its W&B run where the user ran the sweep
+    trial_runs = [p for p in (runs / "sweep_ring").iterdir() if (p / "config.yaml").is_file()]
+    assert len(trial_runs) == 4 and sorted(r["runs"][0] for r in rows) == sorted(str(p) for p in trial_runs)
+    for run in trial_runs:
+        (wandb_run,) = offline_runs(os.environ["WANDB_DIR"], run_id=run.name)
+        assert wandb_run.group == "sweep_ring" and wandb_run.job_type == "trial"
+    for header in ("trial", "optim.g.lr", "high_quality"):
+        assert header in proc.stderr  # the trial table
+    trained = run_cli("train", str(best_yaml), "train.steps=20", "train.checkpoint_every=20", "eval.every=20",
+                      f"storage.uri={tmp_path / 'again'}", env={"RAY_ADDRESS": None}, timeout=300, check=True)
+    assert Path(trained.stdout.strip().splitlines()[-1]).is_dir()
+
+
+def write_ring_sweep(tmp_path: Path, **fields) -> Path:
+    spec = {"name": "ring_sweep", "job": str(JOBS / "ring.yaml"), "overrides": FAST,
+            "space": {"optim.g.lr": "loguniform(1e-4, 3e-3)", "optim.d.lr": "loguniform(1e-4, 3e-3)"},
+            "metric": "high_quality", **fields}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step_with_perturbed_rates(tmp_path):
+    spec = write_ring_sweep(tmp_path, scheduler="pbt", quantile_fraction=0.5, num_samples=2, max_concurrent_trials=2)
+    runs = tmp_path / "runs"
+    proc = run_cli("sweep", str(spec), f"storage.uri={runs}", "train.steps=400", "train.checkpoint_every=100",
+                   env={"RAY_ADDRESS": None}, timeout=900, check=True)
+    rows = sweep_rows(Path(proc.stdout.strip().splitlines()[-1]).parent)
+    assert len(rows) == 2 and not any(r["error"] for r in rows) and all(r["last_step"] == 400 for r in rows)
+    forks = [(clone, source) for row in rows for clone, source in zip(row["runs"], row["forked_from"]) if source]
+    assert forks, "PBT never exploited"
+    for clone, source in forks:
+        donor_run, _, name = source.rpartition("/checkpoints/")
+        step = int(name.rsplit("_", 1)[1])
+        assert any(donor_run in row["runs"] for row in rows)  # a checkpoint of a trial's run, copied into a
+        # new run of the exploiting trial, which trained on from that step
+        assert read_manifest(Path(clone, "checkpoints", name))["files"] == read_manifest(Path(source))["files"]
+        steps = [m["step"] for m in Run.open(clone).read_metrics()]
+        assert steps and steps[0] > step or not steps and step == 400
+        donor_cfg, clone_cfg = (yaml.safe_load(Path(r, "config.yaml").read_text())["optim"] for r in (donor_run, clone))
+        assert (clone_cfg["g"]["lr"], clone_cfg["d"]["lr"]) != (donor_cfg["g"]["lr"], donor_cfg["d"]["lr"])  # explored
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials(tmp_path):
+    spec = write_ring_sweep(tmp_path, num_samples=3, max_concurrent_trials=1)
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen([sys.executable, "-m", "ganflow.cli", "sweep", str(spec), f"storage.uri={runs}",
+                               "train.steps=600", "train.checkpoint_every=100"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, seen = time.time() + 400, None
+        while time.time() < deadline:  # the first trial done, the second one with a checkpoint Tune has saved
+            logs = sorted(runs.glob("sweeps/*/trials/*.jsonl"))
+            states = list(runs.glob("sweeps/*/tune/experiment_state-*.json"))
+            if len(logs) == 2 and len(logs[0].read_text().splitlines()) == 6 and logs[1].read_text().strip():
+                seen = seen or time.time()
+                if states and states[0].stat().st_mtime > seen + 0.5:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never got to its second trial")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver, its in-process Ray, and the trials
+        driver.wait()
+    (location,) = runs.glob("sweeps/*")
+    first = sorted(p for p in (runs / "ring_sweep").iterdir())
+    finished = [p for p in first if Run.open(p).read_status()["status"] == "completed"]
+    assert len(first) == 2 and len(finished) == 1
+    finished_metrics = (finished[0] / "metrics.jsonl").read_text()
+
+    proc = run_cli("sweep", "--resume", str(location), env={"RAY_ADDRESS": None}, timeout=900, check=True)
+    assert Path(proc.stdout.strip().splitlines()[-1]) == location / "best.yaml"
+    rows = sweep_rows(location)
+    assert len(rows) == 3 and not any(r["error"] for r in rows) and all(r["last_step"] == 600 for r in rows)
+    after = sorted(p for p in (runs / "ring_sweep").iterdir())
+    assert len(after) == 3 and set(first) < set(after)  # the cut-short trial went on in its own run
+    assert (finished[0] / "metrics.jsonl").read_text() == finished_metrics  # the finished one was not run again
+    for run in after:
+        steps = [m["step"] for m in Run.open(run).read_metrics()]
+        assert steps == sorted(set(steps)) and steps[-1] == 600 and Run.open(run).read_status()["status"] == "completed"

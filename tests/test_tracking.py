@@ -154,6 +154,21 @@ def test_resumed_tracker_keeps_the_run_id_and_skips_steps_already_logged(tmp_pat
     assert steps == [10, 20, 30, 40], "no step logged twice across the attempts"
 
 
+def test_rows_a_killed_attempt_never_wrote_to_wandb_are_logged_by_the_next(tmp_path):
+    # metrics.jsonl got to 30, but W&B's file of the killed attempt ends at 20: W&B's file wins
+    wb = tmp_path / "wb"
+    first = tracking.open_tracker(settings(wb), "run-k", {}, rank=0)
+    for step in (10, 20):
+        first.log({"loss/d": float(step)}, step)
+    first.finish(failed=True)
+    second = tracking.open_tracker(settings(wb), "run-k", {}, rank=0, skip_through=30)
+    for step in (30, 40):
+        second.log({"loss/d": float(step)}, step)
+    second.finish()
+    a, b = offline_runs(wb)
+    assert a.steps + b.steps == [10, 20, 30, 40], "no gap in W&B where the killed attempt lost rows"
+
+
 def test_other_ranks_and_disabled_mode_log_nothing(tmp_path):
     wb = tmp_path / "wb"
     for t in (tracking.open_tracker(settings(wb), "r", {}, rank=1),

@@ -119,11 +119,11 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_
     assert_same_models(a, b, atol=0)
     steps = [r["step"] for r in run_dir.read_metrics()]
     assert steps == [20, 40, 60, 80, 100, 120]
-    # one W&B run id for the killed attempt and the restarted one, no step twice; what the killed
-    # worker logged in its last seconds may be lost (W&B flushes its run file every 15 s)
+    # one W&B run id for the killed attempt and the restarted one; every step after the restored
+    # checkpoint in W&B exactly once (the killed worker may or may not have written 60 to its file)
     attempts = offline_runs(tmp_path / "wb", run_id=run_dir.id)
     logged = sum((a.steps for a in attempts), [])
-    assert len(attempts) == 2 and logged == sorted(set(logged)) and logged[-4:] == [60, 80, 100, 120]
+    assert len(attempts) == 2 and logged == sorted(set(logged)) and {60, 80, 100, 120} <= set(logged)
 
 
 TOY_JOBS = ["ring.yaml", "grid.yaml", "quickstart.yaml", "cdcgan_digits.yaml"]
