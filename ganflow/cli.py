@@ -107,6 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ganflow.objectstore import StorageError
+    from ganflow.metrics.inception import InceptionWeightsError
     from ganflow.sweep import SweepError, load_saved_spec, load_spec, sweep
 
     try:
@@ -119,7 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         else:
             spec = load_spec(args.spec, list(args.overrides))
         result = sweep(spec, address=args.address, resume=args.resume)
-    except (SweepError, StorageError) as err:
+    except (SweepError, StorageError, InceptionWeightsError) as err:
         return _die(str(err))
     except KeyboardInterrupt:
         return _die("interrupted", 130)

@@ -106,6 +106,7 @@ class SweepSpec:
     reduction_factor: int = 2
     perturbation_steps: Optional[int] = None  # PBT: steps between exploits (default: eval.every)
     quantile_fraction: float = 0.25  # PBT: the bottom share takes over the top share's checkpoints
+    seed: int = 0  # the searcher's: the same spec samples the same trials
     source: Dict[str, Any] = field(default_factory=dict)  # the spec as read, job path made absolute
     base: JobConfig = field(default=None)  # the base job with its overrides, validated
 
@@ -176,7 +177,7 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
     if not isinstance(raw, dict):
         raise SweepError(f"sweep: {path} must hold a mapping (name, job, space, ...)")
     known = {"name", "job", "overrides", "space", "search", "scheduler", "metric", "mode", "num_samples",
-             "max_concurrent_trials", "grace_steps", "reduction_factor", "perturbation_steps", "quantile_fraction"}
+             "max_concurrent_trials", "grace_steps", "reduction_factor", "perturbation_steps", "quantile_fraction", "seed"}
     for key in raw:
         if key not in known:
             raise SweepError(f"{key}: unknown sweep field; choose from {', '.join(sorted(known))}")
@@ -193,7 +194,7 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
         metric=raw.get("metric"), mode=raw.get("mode"), num_samples=int(raw.get("num_samples", 4)),
         max_concurrent_trials=int(raw.get("max_concurrent_trials", 0)), grace_steps=raw.get("grace_steps"),
         reduction_factor=int(raw.get("reduction_factor", 2)), perturbation_steps=raw.get("perturbation_steps"),
-        quantile_fraction=float(raw.get("quantile_fraction", 0.25)),
+        quantile_fraction=float(raw.get("quantile_fraction", 0.25)), seed=int(raw.get("seed", 0)),
         source={**raw, "job": str(job)},
     )
     if spec.search not in SEARCHERS:
@@ -210,6 +211,9 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
         if not any(d.key in PERTURBABLE for d in spec.space):
             raise SweepError(f"space: PBT perturbs learning rates while trials train; put {' or '.join(PERTURBABLE)} in the space "
                              "(other keys are sampled once, and follow the checkpoint a trial takes over)")
+        if spec.max_concurrent_trials and spec.max_concurrent_trials < spec.num_samples:
+            raise SweepError(f"max_concurrent_trials: PBT's population trains together; set it to num_samples "
+                             f"({spec.num_samples}) or leave it out, with scaling small enough for all to fit")
         if not 0 < spec.quantile_fraction <= 0.5:
             raise SweepError(f"quantile_fraction: must be in (0, 0.5], got {spec.quantile_fraction}")
     try:
@@ -366,13 +370,15 @@ class TrialLog:
 
 
 def _searcher(spec: SweepSpec):
-    if spec.search == "random":
-        return None  # Tune's default: random sampling, grid() values crossed
+    if spec.search == "random":  # random sampling, grid() values crossed
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials)  # Tune applies max_concurrent_trials to Searchers only
     try:
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
         raise SweepError("search: optuna needs the optuna package: pip install 'ganflow[sweep]'") from None
-    return OptunaSearch(metric=spec.eval_key, mode=spec.mode)
+    return OptunaSearch(metric=spec.eval_key, mode=spec.mode, seed=spec.seed)
 
 
 def _asha(spec: SweepSpec):
@@ -465,6 +471,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     import ray
     from ray import tune
 
+    from ganflow.evaluate import check_extractor
     from ganflow.objectstore import open_store
     from ganflow.runs import store_options
     from ganflow.train import ensure_ray
@@ -472,6 +479,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     options = store_options(spec.base.storage)
     store = open_store(spec.base.storage.uri, options)
     store.check()
+    check_extractor(spec.base, options)  # every trial evaluates: missing Inception weights fail here, once
     sweep_key = resume_key(spec, resume) if resume else f"sweeps/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     location = store.uri(sweep_key)
     if not resume:
@@ -493,7 +501,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
         else:
             sweep_info = {"name": spec.name, "job": str(spec.job), "overrides": base_overrides(spec, spec.base),
                           "eval_key": spec.eval_key, "location": location}
-            plain = spec.scheduler == "fifo" and spec.search == "random"  # else the scheduler/searcher holds them
+            plain = spec.scheduler == "fifo" and spec.search == "random"  # else the scheduler/optuna holds them
             tuner = tune.Tuner(
                 trainable,
                 param_space={"params": {d.key: d.to_tune() for d in spec.space}, "sweep": sweep_info},

@@ -41,6 +41,7 @@ def write_spec(tmp_path: Path, **fields) -> Path:
     ({"space": {"loss.name": "choice([hinge, wasserstein])"}}, "space.loss.name: choice can give 'wasserstein', which the job refuses"),
     ({"space": {"model.hidden": "choice([64, 128])"}, "scheduler": "pbt"}, "space: PBT perturbs learning rates while trials train"),
     ({"scheduler": "pbt", "search": "optuna"}, "search: PBT samples its population itself"),
+    ({"scheduler": "pbt", "num_samples": 4, "max_concurrent_trials": 2}, "max_concurrent_trials: PBT's population trains together"),
     ({"scheduler": "hyperband"}, "scheduler: 'hyperband'; choose one of fifo, asha, pbt"),
     ({"metric": "fid"}, "metric: 'fid' is not evaluated by this job's eval.metrics (modes)"),
     ({"budget": 3}, "budget: unknown sweep field"),
@@ -52,6 +53,24 @@ def test_a_bad_sweep_spec_is_one_line_naming_the_field_exit_2_before_ray(tmp_pat
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"ganflow: error: {expected}"), line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_without_the_fid_weights_it_needs_fails_once_up_front(tmp_path):
+    spec = write_spec(tmp_path, job=str(JOBS / "quickstart.yaml"), overrides=["eval.extractor=inception"],
+                      metric="fid")
+    empty = {var: str(tmp_path / var.lower()) for var in ("GANFLOW_CACHE", "HOME", "TORCH_HOME")}
+    proc = run_cli("sweep", str(spec), f"storage.uri={tmp_path / 'runs'}", env={"RAY_ADDRESS": None, **empty}, timeout=60)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("ganflow: error: FID Inception weights not found")
+    assert not (tmp_path / "runs" / "sweeps").exists()
+
+
+def test_resume_names_a_sweep_folder(tmp_path):
+    proc = run_cli("sweep", "--resume", str(tmp_path / "nowhere"), env={"RAY_ADDRESS": None}, timeout=60)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"ganflow: error: --resume {tmp_path / 'nowhere'}: no sweep.yaml there")
 
 
 def sweep_rows(location: Path):
