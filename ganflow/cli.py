@@ -1,4 +1,4 @@
-"""`ganflow` command line: train, sample, eval, runs list, dashboard.
+"""`ganflow` command line: train, sweep, submit, jobs, sample, eval, runs list, dashboard.
 
 Exit codes: 0 success, 2 bad input (config, arguments, missing run), 1 training failure.
 `train` prints the run location as the last line of stdout.
@@ -130,6 +130,66 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from ganflow.config import ConfigError
+    from ganflow.jobs import JobsError, dashboard_url, follow, submit, wait
+    from ganflow.sweep import SweepError
+
+    try:
+        job_id = submit("sweep" if args.sweep else "train", args.job, list(args.overrides), args.address,
+                        ship_code=not args.no_code, extra_env=args.env or [])
+    except ConfigError as err:
+        return _die(f"config: {err}")
+    except (JobsError, SweepError) as err:
+        return _die(str(err))
+    print(f"submitted {job_id}: {dashboard_url(args.address, job_id)}", file=sys.stderr)
+    print(job_id)
+    if not args.follow:
+        return 0
+    try:
+        for chunk in follow(job_id, args.address):
+            sys.stderr.write(chunk)
+        state = wait(job_id, args.address)
+    except JobsError as err:
+        return _die(str(err))
+    print(f"job {job_id}: {state}", file=sys.stderr)
+    return 0 if state == "SUCCEEDED" else EXIT_FAILURE
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from ganflow import jobs
+
+    try:
+        if args.jobs_command == "list":
+            rows = jobs.list_jobs(args.address)
+            if args.json:
+                for row in rows:
+                    print(json.dumps(row))
+                return 0
+            table = [("ID", "STATUS", "KIND", "NAME", "STARTED")] + [
+                (r["id"], r["status"], r["kind"] or "-", r["name"] or "-", r["started"]) for r in rows]
+            widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+            for row in table:
+                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        elif args.jobs_command == "status":
+            info = jobs.status(args.id, args.address)
+            print(json.dumps(info) if args.json else f"{info['id']}  {info['status']}  {info['message']}".rstrip())
+        elif args.jobs_command == "logs":
+            if args.follow:
+                for chunk in jobs.follow(args.id, args.address):
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            else:
+                sys.stdout.write(jobs.logs(args.id, args.address))
+        elif args.jobs_command == "stop":
+            state = jobs.stop(args.id, args.address)
+            print(f"{args.id}  {state}")
+            return 0 if state in jobs.TERMINAL else EXIT_FAILURE
+    except jobs.JobsError as err:
+        return _die(str(err))
+    return 0
+
+
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from ganflow.objectstore import StorageError
     from ganflow.runs import list_runs
@@ -235,6 +295,34 @@ def build_parser() -> argparse.ArgumentParser:
                    "(finished trials are kept, unfinished ones go on from their last checkpoints)")
     w.set_defaults(fn=cmd_sweep)
 
+    address_help = "Ray dashboard address, http://HEAD:8265 (default: RAY_ADDRESS, else http://127.0.0.1:8265)"
+    b = sub.add_parser("submit", help="submit a job (or, with --sweep, a sweep) to a Ray cluster through the Ray Jobs API; "
+                                      "prints the submission id")
+    b.add_argument("job", help="job spec YAML (with --sweep: a sweep spec), validated here first")
+    b.add_argument("overrides", nargs="*", help="dotted overrides on the job")
+    b.add_argument("--address", help=address_help)
+    b.add_argument("--sweep", action="store_true", help="JOB is a sweep spec: the cluster runs `ganflow sweep`")
+    b.add_argument("--env", action="append", metavar="NAME",
+                   help="also pass this environment variable (by name; repeatable). S3 and W&B credentials the job "
+                        "needs are passed without asking")
+    b.add_argument("--no-code", action="store_true", help="use the ganflow installed on the cluster instead of sending this one")
+    b.add_argument("--follow", action="store_true", help="stream the job's log until it ends; exit 0 only if it succeeded")
+    b.set_defaults(fn=cmd_submit)
+
+    j = sub.add_parser("jobs", help="ganflow jobs on a Ray cluster: list, status, logs, stop")
+    jsub = j.add_subparsers(dest="jobs_command", required=True)
+    for name, helptext in (("list", "every job the cluster has run"), ("status", "one job's status"),
+                           ("logs", "one job's log"), ("stop", "stop a job and wait until it has stopped")):
+        c = jsub.add_parser(name, help=helptext)
+        if name != "list":
+            c.add_argument("id", help="submission id, as `ganflow submit` printed it")
+        c.add_argument("--address", help=address_help)
+        if name in ("list", "status"):
+            c.add_argument("--json", action="store_true", help="JSON output")
+        if name == "logs":
+            c.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends")
+        c.set_defaults(fn=cmd_jobs)
+
     r = sub.add_parser("runs", help="runs in a storage location")
     rsub = r.add_subparsers(dest="runs_command", required=True)
     rl = rsub.add_parser("list", help="runs under a location, with their status, step and latest metrics")
@@ -246,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "sweep"):
+        from ganflow import train
+
+        train.STOP_ON_SIGTERM = True
+        train.stop_on_sigterm()
     return args.fn(args)
 
 

@@ -242,6 +242,9 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
     if spec.metric not in rankable:
         raise SweepError(f"metric: {spec.metric!r} is not evaluated by this job's eval.metrics ({', '.join(names)}); "
                          f"choose one of {', '.join(rankable)}")
+    if spec.scheduler == "pbt" and spec.perturbation_steps and spec.perturbation_steps % base.eval.every:
+        raise SweepError(f"perturbation_steps: {spec.perturbation_steps} is not a multiple of eval.every={base.eval.every}; "
+                         "trials report (with a checkpoint to take over) only when they evaluate")
     spec.mode = spec.mode or rankable[spec.metric]
     if spec.mode not in ("min", "max"):
         raise SweepError(f"mode: {spec.mode!r}; choose min or max")
@@ -474,7 +477,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     from ganflow.evaluate import check_extractor
     from ganflow.objectstore import open_store
     from ganflow.runs import store_options
-    from ganflow.train import ensure_ray
+    from ganflow.train import ensure_ray, stop_on_sigterm
 
     options = store_options(spec.base.storage)
     store = open_store(spec.base.storage.uri, options)
@@ -489,6 +492,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     # Tune stops a trial by ending its driver; Ray Train's cleaner then frees the trial's placement
     # group, which it finds through the State API: the in-process Ray needs its dashboard for that
     started = ensure_ray(address, dashboard=True)
+    stop_on_sigterm()
     try:
         storage_path, filesystem = _tune_storage(spec, options)
         trainable = tune.with_resources(run_trial, {"memory": 1})  # the trial only drives its TorchTrainer: no CPU of its own

@@ -284,9 +284,36 @@ def ensure_ray(address: Optional[str] = None, dashboard: bool = False) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
+        # "local": always a new Ray of our own, never the last `ray start` cluster Ray would find
+        ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
                  runtime_env={"worker_process_setup_hook": "ganflow.train.quiet_in_process_ray"})
     return True
+
+
+STOP_ON_SIGTERM = False  # set by the CLI: a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly
+
+
+_ACTIVE_RUN: Optional[Run] = None  # the run `run` is training, marked stopped first on SIGTERM
+
+
+def _interrupt(signum, frame):
+    # Ray's `jobs stop` kills after a few seconds of grace; mark the run before unwinding
+    if _ACTIVE_RUN is not None:
+        try:
+            _ACTIVE_RUN.write_status("stopped")
+        except StorageError as err:
+            log.warning("could not mark %s stopped: %s", _ACTIVE_RUN.uri, err)
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt in the main thread, so the run is marked stopped and Tune
+    saves a sweep's state. Installed again after `ray.init`, whose core worker sets its own."""
+    import signal
+    import threading
+
+    if STOP_ON_SIGTERM and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def quiet_in_process_ray() -> None:
@@ -359,6 +386,7 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
         print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
     storage_path, name, filesystem = run.ray_storage()
     started = ensure_ray(address)
+    stop_on_sigterm()
     datasets = {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None
     s = cfg.scaling
     trainer = TorchTrainer(
@@ -379,15 +407,18 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
         ),
     )
     fit_started = time.perf_counter()
+    global _ACTIVE_RUN
+    _ACTIVE_RUN = run
     try:
         trainer.fit()
-    except BaseException:
+    except BaseException as err:
         try:
-            run.write_status("failed")
+            run.write_status("stopped" if isinstance(err, KeyboardInterrupt) else "failed")
         except StorageError as err:  # storage may be why it failed; keep the original error
             log.warning("could not mark %s failed: %s", run.uri, err)
         raise
     finally:
+        _ACTIVE_RUN = None
         if started:
             import ray
 

@@ -29,7 +29,7 @@ def ray_cluster():
     # The cluster's processes get the (fake) S3 credentials from their environment, as they would
     # from an instance or pod role on a real cluster; drivers that connect bring none of their own.
     os.environ.update(S3_ENV)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

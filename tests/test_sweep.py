@@ -42,6 +42,8 @@ def write_spec(tmp_path: Path, **fields) -> Path:
     ({"space": {"model.hidden": "choice([64, 128])"}, "scheduler": "pbt"}, "space: PBT perturbs learning rates while trials train"),
     ({"scheduler": "pbt", "search": "optuna"}, "search: PBT samples its population itself"),
     ({"scheduler": "pbt", "num_samples": 4, "max_concurrent_trials": 2}, "max_concurrent_trials: PBT's population trains together"),
+    ({"scheduler": "pbt", "perturbation_steps": 150, "overrides": ["eval.every=100", "train.checkpoint_every=100"]},
+     "perturbation_steps: 150 is not a multiple of eval.every=100"),
     ({"scheduler": "hyperband"}, "scheduler: 'hyperband'; choose one of fifo, asha, pbt"),
     ({"metric": "fid"}, "metric: 'fid' is not evaluated by this job's eval.metrics (modes)"),
     ({"budget": 3}, "budget: unknown sweep field"),
@@ -101,9 +103,12 @@ def test_an_asha_sweep_of_ring_stops_the_worst_trials_early_and_its_best_yaml_tr
     # every trial is an ordinary ganflow run under the sweep's name, its W&B run where the user ran the sweep
     trial_runs = [p for p in (runs / "sweep_ring").iterdir() if (p / "config.yaml").is_file()]
     assert len(trial_runs) == 4 and sorted(r["runs"][0] for r in rows) == sorted(str(p) for p in trial_runs)
-    for run in trial_runs:
+    wandb_ids = []
+    for run in trial_runs:  # one W&B run per trial, grouped by the sweep
         (wandb_run,) = offline_runs(os.environ["WANDB_DIR"], run_id=run.name)
         assert wandb_run.group == "sweep_ring" and wandb_run.job_type == "trial"
+        wandb_ids.append(wandb_run.run_id)
+    assert len(set(wandb_ids)) == 4
     for header in ("trial", "optim.g.lr", "high_quality"):
         assert header in proc.stderr  # the trial table
     trained = run_cli("train", str(best_yaml), "train.steps=20", "train.checkpoint_every=20", "eval.every=20",
@@ -140,6 +145,8 @@ def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step
         assert steps and steps[0] > step or not steps and step == 400
         donor_cfg, clone_cfg = (yaml.safe_load(Path(r, "config.yaml").read_text())["optim"] for r in (donor_run, clone))
         assert (clone_cfg["g"]["lr"], clone_cfg["d"]["lr"]) != (donor_cfg["g"]["lr"], donor_cfg["d"]["lr"])  # explored
+        for record in Run.open(clone).read_metrics():  # the perturbed rates train, not the restored optimiser's
+            assert (record["lr/g"], record["lr/d"]) == pytest.approx((clone_cfg["g"]["lr"], clone_cfg["d"]["lr"]))
 
 
 @pytest.mark.slow

@@ -1,0 +1,143 @@
+"""`ganflow submit` and `ganflow jobs` against a real Ray cluster started with `ray start --head`
+on loopback (its own processes, no AWS credentials of its own), storing runs on the loopback S3
+server: what the job needs reaches it through the Jobs API's env_vars, and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+
+from tests.conftest import JOBS, S3_ENV, free_port, run_cli
+
+SECRET = S3_ENV["AWS_SECRET_ACCESS_KEY"]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A Ray head (dashboard on 127.0.0.1) in its own process group, killed with it at the end."""
+    from ganflow.jobs import client
+
+    dashboard = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_")) and k != "WANDB_API_KEY"}
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # the cluster's `python` is this one
+    cmd = [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+           f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+           f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+           f"--runtime-env-agent-port={free_port()}", "--num-cpus=2", "--disable-usage-stats"]
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    with open(log, "w") as out:
+        head = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            client(address).list_jobs()
+            break
+        except Exception:
+            if time.time() > deadline or head.poll() is not None:
+                _kill(head)
+                pytest.fail(f"the Ray head did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+    yield address
+    _kill(head)
+
+
+def _kill(head: subprocess.Popen) -> None:
+    try:
+        os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    head.wait()
+
+
+def submitter_env(address: str, endpoint: str) -> dict:
+    return {**S3_ENV, "RAY_ADDRESS": address, "AWS_ENDPOINT_URL": None, "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def ring(endpoint: str, bucket: str, *overrides: str) -> list:
+    return [str(JOBS / "ring.yaml"), f"storage.uri=s3://{bucket}/runs", f"storage.endpoint_url={endpoint}",
+            "train.log_every=10", "train.sample_every=100000", *overrides]
+
+
+def manifests(endpoint: str, bucket: str) -> list:
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="runs/")
+    return sorted(o["Key"] for p in pages for o in p.get("Contents", []) if o["Key"].endswith("/manifest.json"))
+
+
+@pytest.mark.slow
+def test_a_submitted_job_runs_on_the_cluster_with_only_the_credentials_it_needs(ray_head, s3, tmp_path):
+    endpoint, bucket = s3
+    env = submitter_env(ray_head, endpoint)
+    proc = run_cli("submit", *ring(endpoint, bucket, "train.steps=40", "train.checkpoint_every=20"), "--follow",
+                   env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_id = proc.stdout.strip().splitlines()[-1]
+    assert job_id.startswith("ganflow-ring-") and f"{ray_head}/#/jobs/{job_id}" in proc.stderr
+    assert "[ganflow] step 40/40" in proc.stderr and f"job {job_id}: SUCCEEDED" in proc.stderr
+
+    info = json.loads(run_cli("jobs", "status", job_id, "--json", env=env, check=True).stdout)
+    assert info["status"] == "SUCCEEDED" and info["metadata"]["name"] == "ring" and info["metadata"]["user"]
+    assert info["metadata"]["ganflow"] == "train" and info["metadata"]["spec"] == "ring.yaml"
+    listed = [json.loads(line) for line in run_cli("jobs", "list", "--json", env=env, check=True).stdout.splitlines()]
+    assert {"id": job_id, "status": "SUCCEEDED"}.items() <= next(r for r in listed if r["id"] == job_id).items()
+    logs = run_cli("jobs", "logs", job_id, env=env, check=True).stdout
+    (run_uri,) = set(re.findall(rf"s3://{bucket}/runs/ring/[0-9]{{8}}-[0-9]{{6}}-[0-9a-f]{{6}}", logs))  # `ganflow train` prints its run
+    # the secret went as an env var only (the cluster has none of its own, and wrote to the bucket)
+    for text in (logs, info["entrypoint"], json.dumps(info["metadata"]), proc.stdout, proc.stderr):
+        assert SECRET not in text
+    assert any(k.startswith(run_uri.split("/", 3)[3]) for k in manifests(endpoint, bucket))
+
+    out = tmp_path / "s.npz"
+    run_cli("sample", run_uri, "--num", "16", "--out", str(out), env={**env, "AWS_ENDPOINT_URL": endpoint}, check=True)
+    assert np.load(out)["samples"].shape == (16, 2)
+
+
+@pytest.mark.slow
+def test_a_stopped_job_is_stopped_with_its_run_marked_and_no_half_written_checkpoint(ray_head, s3, tmp_path):
+    endpoint, bucket = s3
+    env = submitter_env(ray_head, endpoint)
+    job_id = run_cli("submit", *ring(endpoint, bucket, "train.steps=1000000", "train.checkpoint_every=50"),
+                     env=env, check=True).stdout.strip()
+    deadline = time.time() + 300
+    while not manifests(endpoint, bucket):
+        assert time.time() < deadline, "the job never wrote a checkpoint"
+        time.sleep(0.5)
+    stopped = run_cli("jobs", "stop", job_id, env=env, timeout=120)
+    assert stopped.returncode == 0 and stopped.stdout.split() == [job_id, "STOPPED"]
+    (run_key,) = {m.split("/checkpoints/")[0] for m in manifests(endpoint, bucket)}
+    s3c = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    status = json.loads(s3c.get_object(Bucket=bucket, Key=f"{run_key}/status.json")["Body"].read())
+    assert status["status"] == "stopped"
+    # every checkpoint that is visible (has its manifest) is whole: the newest one samples
+    proc = run_cli("sample", f"s3://{bucket}/{run_key}", "--num", "4", "--out", str(tmp_path / "s.npz"),
+                   env={**env, "AWS_ENDPOINT_URL": endpoint})
+    assert proc.returncode == 0 and "refusing checkpoint" not in proc.stderr, proc.stderr
+
+
+def test_bad_submissions_are_one_line_errors(ray_head, tmp_path):
+    unreachable = run_cli("submit", str(JOBS / "ring.yaml"), f"storage.uri={tmp_path}", "--address", "http://127.0.0.1:1",
+                          env={"RAY_ADDRESS": None}, timeout=120)
+    relative = run_cli("submit", str(JOBS / "ring.yaml"), "storage.uri=runs", "--address", ray_head, timeout=120)
+    unknown = run_cli("jobs", "status", "ganflow-nope-1", "--address", ray_head, timeout=120)
+    bad_key = run_cli("submit", str(JOBS / "ring.yaml"), "optim.g.lrate=1", "--address", ray_head, timeout=120)
+    for proc, start in ((unreachable, "--address http://127.0.0.1:1: no Ray dashboard answers there"),
+                        (relative, "storage.uri: 'runs' is a path relative to this machine"),
+                        (unknown, "job ganflow-nope-1: no such job on this cluster"),
+                        (bad_key, "config: optim.g.lrate")):
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"ganflow: error: {start}"), line
