@@ -136,9 +136,14 @@ def check_extractor(cfg: JobConfig, storage=None) -> None:
         find_weights(cfg.eval.inception_weights, storage)
 
 
+def rankable_values(names: List[str]) -> Dict[str, str]:
+    """Every value these metrics give that can rank generators, with its direction ("min" | "max")."""
+    return {k: mode for n in names for k, mode in METRICS[n].rankable.items()}
+
+
 def ranking(names: List[str], best: Optional[str] = None) -> Tuple[str, str]:
     """(value, "min" | "max") that picks the best generator: `best`, else the first metric's headline."""
-    rankable = {k: mode for n in names for k, mode in METRICS[n].rankable.items()}
+    rankable = rankable_values(names)
     if best is None:
         return next(iter(METRICS[names[0]].rankable.items()))
     if best not in rankable:

@@ -168,7 +168,7 @@ def override(key: str, value: Any) -> str:
 def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> SweepSpec:
     """Read and validate a sweep spec: every value the space can take is checked against the job
     schema (through the job's own validation) before anything starts."""
-    from ganflow.evaluate import METRICS, ranking
+    from ganflow.evaluate import default_metrics, rankable_values, ranking
 
     path = Path(path)
     if not path.is_file():
@@ -232,11 +232,8 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
                     message = message[len(dim.key):].lstrip(": ")
                 raise SweepError(f"space.{dim.key}: {dim.kind}{dim.args if dim.kind not in ('choice', 'grid') else ''} "
                                  f"can give {value!r}, which the job refuses: {message}") from None
-    names = base.eval.metrics
-    from ganflow.evaluate import default_metrics
-
-    names = names or default_metrics(base)
-    rankable = {k: mode for n in names for k, mode in METRICS[n].rankable.items()}
+    names = base.eval.metrics or default_metrics(base)
+    rankable = rankable_values(names)
     if spec.metric is None:
         spec.metric = ranking(names, base.eval.best)[0]
     if spec.metric not in rankable:

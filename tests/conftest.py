@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ray_head import free_port  # noqa: F401  (fixtures and tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "jobs"
 
@@ -64,14 +66,6 @@ S3_ENV = {  # the fake server accepts any keys; nothing here is a real credentia
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",  # never wait on an instance-metadata lookup
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3Server:

@@ -5,61 +5,24 @@ server: what the job needs reaches it through the Jobs API's env_vars, and nowhe
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 
-from tests.conftest import JOBS, S3_ENV, free_port, run_cli
+from tests.conftest import JOBS, S3_ENV, run_cli
+from tests.ray_head import start_head, stop_head
 
 SECRET = S3_ENV["AWS_SECRET_ACCESS_KEY"]
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    """A Ray head (dashboard on 127.0.0.1) in its own process group, killed with it at the end."""
-    from ganflow.jobs import client
-
-    dashboard = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_")) and k != "WANDB_API_KEY"}
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # the cluster's `python` is this one
-    cmd = [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-           f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}", "--num-cpus=2", "--disable-usage-stats"]
-    log = tmp_path_factory.mktemp("ray-head") / "head.log"
-    with open(log, "w") as out:
-        head = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            client(address).list_jobs()
-            break
-        except Exception:
-            if time.time() > deadline or head.poll() is not None:
-                _kill(head)
-                pytest.fail(f"the Ray head did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+    head, address = start_head(tmp_path_factory.mktemp("ray-head") / "head.log")
     yield address
-    _kill(head)
-
-
-def _kill(head: subprocess.Popen) -> None:
-    try:
-        os.killpg(head.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    head.wait()
+    stop_head(head)
 
 
 def submitter_env(address: str, endpoint: str) -> dict:
