@@ -288,7 +288,7 @@ def _read_pointer(checkpoint) -> Optional[Dict[str, Any]]:
         return json.loads(found.read_text()) if found.is_file() else None
 
 
-def run_trial(config: Dict[str, Any]) -> None:
+def run_trial(config: Dict[str, Any], sweep: Dict[str, Any]) -> None:
     """One Tune trial: the base job with this trial's values, trained by its own TorchTrainer.
     Started with its own earlier checkpoint (a restored sweep, a paused trial) it resumes its own
     run; with another trial's (a PBT exploit) it starts a new run from a copy of that checkpoint."""
@@ -301,7 +301,6 @@ def run_trial(config: Dict[str, Any]) -> None:
     from ganflow import train
     from ganflow.runs import store_options
 
-    sweep = config["sweep"]
     cfg = load(sweep["job"], trial_overrides(sweep, config["params"]))
     trial_id = tune.get_context().get_trial_id()
     resume = fork = None
@@ -487,12 +486,16 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
         store.put_bytes(f"{sweep_key}/{SPEC_FILE}", OmegaConf.to_yaml({**spec.source, "overrides": spec.overrides}).encode())
     print(f"[ganflow] sweep {location} (if cut short: ganflow sweep --resume {location})", file=sys.stderr, flush=True)
     # Tune stops a trial by ending its driver; Ray Train's cleaner then frees the trial's placement
-    # group, which it finds through the State API: the in-process Ray needs its dashboard for that
-    started = ensure_ray(address, dashboard=True)
+    # group, which it finds through the State API (see train.ensure_ray)
+    started = ensure_ray(address)
     stop_on_sigterm()
     try:
         storage_path, filesystem = _tune_storage(spec, options)
-        trainable = tune.with_resources(run_trial, {"memory": 1})  # the trial only drives its TorchTrainer: no CPU of its own
+        # the sweep's constants go with the trainable, not in the searched space (nor trial names)
+        sweep_info = {"name": spec.name, "job": str(spec.job), "overrides": base_overrides(spec, spec.base),
+                      "eval_key": spec.eval_key, "location": location}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep_info),
+                                        {"memory": 1})  # the trial only drives its TorchTrainer: no CPU of its own
         if resume:
             experiment = f"{storage_path}/{sweep_key}/tune"
             if not tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
@@ -500,12 +503,10 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
             tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                        storage_filesystem=filesystem)
         else:
-            sweep_info = {"name": spec.name, "job": str(spec.job), "overrides": base_overrides(spec, spec.base),
-                          "eval_key": spec.eval_key, "location": location}
             plain = spec.scheduler == "fifo" and spec.search == "random"  # else the scheduler/optuna holds them
             tuner = tune.Tuner(
                 trainable,
-                param_space={"params": {d.key: d.to_tune() for d in spec.space}, "sweep": sweep_info},
+                param_space={"params": {d.key: d.to_tune() for d in spec.space}},
                 tune_config=tune.TuneConfig(
                     num_samples=spec.num_samples, max_concurrent_trials=spec.max_concurrent_trials or None,
                     search_alg=_searcher(spec), scheduler=SCHEDULER_BUILDERS[spec.scheduler](spec),
@@ -565,7 +566,7 @@ def _tune_storage(spec: SweepSpec, options):
     return str(Path(uri).resolve()), None
 
 
-TRIAL_ID = re.compile(r"_([0-9a-f]+_\d{5})_")
+TRIAL_ID = re.compile(r"^run_trial_([0-9a-f]+(?:_\d{5})?)(?:_|$)")  # random search: 6a1f0_00003; optuna: 1c4a3c33
 
 
 def _trial_rows(spec: SweepSpec, grid, location: str, options) -> List[Dict[str, Any]]:
@@ -574,8 +575,8 @@ def _trial_rows(spec: SweepSpec, grid, location: str, options) -> List[Dict[str,
     rows = []
     for result in grid:
         name = Path(result.path).name if result.path else ""
-        found = TRIAL_ID.search(name)
-        records = TrialLog(location, found.group(1), options).records() if found else []
+        found = (result.metrics or {}).get("trial_id") or (TRIAL_ID.match(name).group(1) if TRIAL_ID.match(name) else None)
+        records = TrialLog(location, found, options).records() if found else []
         scored = [r for r in records if r.get(spec.eval_key) is not None]
         pick = min if spec.mode == "min" else max
         best = pick(scored, key=lambda r: r[spec.eval_key]) if scored else None

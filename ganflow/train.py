@@ -274,8 +274,14 @@ def _report_checkpoint(cfg: JobConfig, state: TrainingState, metrics: Dict[str, 
             tracker.log_generator(uri, Path(tmp), state.step)
 
 
-def ensure_ray(address: Optional[str] = None, dashboard: bool = False) -> bool:
-    """Connect to `address` (or RAY_ADDRESS), else start an in-process local Ray. True if we started it."""
+def ensure_ray(address: Optional[str] = None) -> bool:
+    """Connect to `address` (or RAY_ADDRESS), else start an in-process local Ray. True if we started it.
+
+    The in-process Ray has its dashboard, on 8265 or, if that is taken, a free port: Ray Train's
+    placement-group cleaner asks the State API whether the trainer's controller lives, and the
+    State API finds it through the dashboard address this cluster records. Without a dashboard
+    that record still says 127.0.0.1:8265, and with another Ray's dashboard there the answer is
+    "no such actor": the cleaner then removes the placement group of a run that is training."""
     import ray
 
     if ray.is_initialized():
@@ -285,14 +291,35 @@ def ensure_ray(address: Optional[str] = None, dashboard: bool = False) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         # "local": always a new Ray of our own, never the last `ray start` cluster Ray would find
-        ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
-                 runtime_env={"worker_process_setup_hook": "ganflow.train.quiet_in_process_ray"})
+        ray.init(address="local", include_dashboard=True, dashboard_port=_free_dashboard_port(),
+                 logging_level=logging.WARNING, configure_logging=True,
+                 runtime_env={"worker_process_setup_hook": "ganflow.train.pin_state_api"})
     return True
 
 
+def _free_dashboard_port(preferred: int = 8265) -> int:
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    return preferred
+
+
+def pin_state_api() -> None:
+    """Worker setup hook (in-process Ray, submitted jobs): the State API, left to find its cluster,
+    picks the newest one on the machine, or refuses when there are several ("Found multiple active
+    Ray instances"); told this one's address, it asks the right cluster."""
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
 STOP_ON_SIGTERM = False  # set by the CLI: a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly
-
-
 _ACTIVE_RUN: Optional[Run] = None  # the run `run` is training, marked stopped first on SIGTERM
 
 
@@ -314,21 +341,6 @@ def stop_on_sigterm() -> None:
 
     if STOP_ON_SIGTERM and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-
-
-def quiet_in_process_ray() -> None:
-    """Worker setup for the in-process Ray. Ray Train's placement-group cleaner asks the State API
-    every second; without a dashboard it warns each time it fails (hundreds of lines a run), so its
-    warnings are silenced: it guards against a controller dying while the cluster lives on, and
-    here both end with the driver. With a dashboard (sweeps) the State API must find this cluster:
-    left to discover it, it refuses when another Ray runs on the machine ("Found multiple active
-    Ray instances"), and the placement groups of trials Tune stops are never freed; so Ray's
-    workers are told this cluster's address."""
-    import ray
-
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
-    if "RAY_ADDRESS" not in os.environ:
-        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def check_fits_local_ray(scaling, address: Optional[str] = None) -> None:

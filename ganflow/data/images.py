@@ -8,7 +8,6 @@ ever holds the whole set. Both paths crop and resize the same way (centre square
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
