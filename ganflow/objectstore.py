@@ -249,9 +249,16 @@ class S3Store(Store):
         keys = [self._k(k) for k in self.list(prefix)]
         for i in range(0, len(keys), 1000):
             try:
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]],
+                                                                                  "Quiet": True})
             except Exception as err:
                 raise self._explain(err, prefix) from None
+            # A bulk delete answers 200 and lists the keys it refused (AccessDenied, ...) in its body.
+            refused = answer.get("Errors") or []
+            if refused:
+                first = refused[0]
+                raise StorageError(f"storage: {len(refused)} object(s) under {self.uri(prefix)} were not deleted "
+                                   f"({first.get('Code')} on {first.get('Key')}); check the bucket policy allows s3:DeleteObject")
 
     def check(self) -> None:
         """One quick look at the bucket (3 attempts, no retry log): a wrong endpoint, bucket or

@@ -36,8 +36,9 @@ def test_the_launcher_config_is_one_ray_up_accepts():
     nodes = config["available_node_types"]
     assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0}  # training never lands on the head
     assert nodes["gpu_worker"]["min_workers"] == 0 and nodes["gpu_worker"]["max_workers"] == config["max_workers"]
-    for node in nodes.values():  # S3 through the instance profile, not keys
-        assert node["node_config"]["IamInstanceProfile"]["Arn"].endswith(":instance-profile/ganflow-ray")
+    for name, node in nodes.items():  # S3 through the instance profiles infra/terraform makes, not keys
+        role = "head" if name == config["head_node_type"] else "worker"
+        assert node["node_config"]["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/ganflow-ray-{role}")
     broken = copy.deepcopy(config)
     broken["available_node_types"]["gpu_worker"]["max_workers"] = "eight"
     with pytest.raises(jsonschema.ValidationError):
