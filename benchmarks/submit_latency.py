@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -25,24 +24,21 @@ FIRST_STEP = "[ganflow] step "
 
 
 def timed(cmd, env) -> dict:
-    """Seconds from start to the first logged step and to the end of `cmd` (stderr streamed)."""
+    """Seconds from start to the first training-step line the command prints (the worker's line,
+    forwarded by Ray: to stdout for `train`, through the job's log for `submit --follow`), and to
+    its end."""
     started = time.perf_counter()
-    first = {}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def watch():
-        for line in proc.stderr:
-            if FIRST_STEP in line and "first" not in first:
-                first["first"] = time.perf_counter() - started
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    out = proc.stdout.read()
+    first = None
+    tail = []
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if first is None and FIRST_STEP in line:
+            first = time.perf_counter() - started
+        tail = (tail + [line])[-20:]
     proc.wait()
-    reader.join(timeout=10)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} exited {proc.returncode}: {out[-500:]}")
-    return {"first_step_s": first.get("first", float("nan")), "total_s": time.perf_counter() - started}
+        raise SystemExit(f"{' '.join(cmd[:4])} exited {proc.returncode}:\n{''.join(tail)}")
+    return {"first_step_s": float("nan") if first is None else first, "total_s": time.perf_counter() - started}
 
 
 def main() -> None:

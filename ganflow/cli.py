@@ -88,6 +88,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from ganflow.checkpoint import CheckpointError
+    from ganflow.objectstore import StorageError
+    from ganflow.sample import SampleError, interpolate_to_file
+    from ganflow.tracking import TrackingError
+
+    try:
+        path = interpolate_to_file(args.run, Path(args.out), rows=args.rows, steps=args.steps, seed=args.seed)
+    except (CheckpointError, SampleError, StorageError, TrackingError) as err:
+        return _die(str(err))
+    print(path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ganflow.checkpoint import CheckpointError
+    from ganflow.export import ExportError, export_generator
+    from ganflow.objectstore import StorageError
+    from ganflow.sample import SampleError
+    from ganflow.tracking import TrackingError
+
+    try:
+        sidecar = export_generator(args.run, args.format, Path(args.out), atol=args.atol)
+    except (CheckpointError, ExportError, SampleError, StorageError, TrackingError) as err:
+        return _die(str(err))
+    print(f"{args.format}: max |exported - pytorch| = {sidecar['max_abs_diff']:.2g} on {sidecar['checked_on']} latents; "
+          f"calling convention in {args.out}.json", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ganflow.checkpoint import CheckpointError
     from ganflow.evaluate import EvalError, evaluate
@@ -267,6 +298,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class label for conditional models")
     s.set_defaults(fn=cmd_sample)
+
+    i = sub.add_parser("interpolate", help="a PNG grid of spherical latent interpolations (a row per class for conditional models)")
+    i.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
+    i.add_argument("--out", required=True, help="output .png")
+    i.add_argument("--rows", type=int, default=8, help="latent paths (unconditional models)")
+    i.add_argument("--steps", type=int, default=10, help="images along each path")
+    i.add_argument("--seed", type=int, default=0)
+    i.set_defaults(fn=cmd_interpolate)
+
+    x = sub.add_parser("export", help="the generator (EMA weights) as a standalone TorchScript or ONNX file, checked "
+                                      "against PyTorch")
+    x.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
+    x.add_argument("--format", required=True, choices=["torchscript", "onnx"])
+    x.add_argument("--out", required=True, help="output file (its calling convention goes to OUT.json)")
+    x.add_argument("--atol", type=float, default=1e-4, help="largest difference from PyTorch accepted")
+    x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("eval", help="score a run's generator; prints one JSON object")
     e.add_argument("run", help="run location (its latest checkpoint) or one checkpoint: a directory, an s3:// URI, "

@@ -22,6 +22,9 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_DIR"] = tempfile.mkdtemp(prefix="ganflow-tests-wandb-")
 os.environ["WANDB_SILENT"] = "true"
+# Ray Train's controller looks at its workers every 2 s by default: a test run of a few seconds
+# then waits on it to start and to end. Ray's processes and the CLI runs inherit this.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
 @pytest.fixture(scope="session")

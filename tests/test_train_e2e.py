@@ -126,7 +126,8 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_
     assert len(attempts) == 2 and logged == sorted(set(logged)) and {60, 80, 100, 120} <= set(logged)
 
 
-TOY_JOBS = ["ring.yaml", "grid.yaml", "quickstart.yaml", "cdcgan_digits.yaml"]
+# grid.yaml differs from ring.yaml in its data only (test_config validates it, test_data checks its 25 modes)
+TOY_JOBS = ["ring.yaml", "quickstart.yaml", "cdcgan_digits.yaml"]
 
 
 @pytest.mark.parametrize("job", TOY_JOBS)
