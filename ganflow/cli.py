@@ -102,6 +102,25 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from ganflow.checkpoint import CheckpointError
+    from ganflow.objectstore import StorageError
+    from ganflow.sample import SampleError
+    from ganflow.synth import SynthError, synthesize
+    from ganflow.tracking import TrackingError
+
+    try:
+        manifest = synthesize(args.run, args.out, num=args.num, per_class=args.per_class, fmt=args.format,
+                              truncation=args.truncation, seed=args.seed, workers=args.workers)
+    except (CheckpointError, SampleError, StorageError, SynthError, TrackingError) as err:
+        return _die(str(err))
+    rate = manifest["total"] / max(manifest["seconds"], 1e-9)
+    print(f"{manifest['total']} images ({', '.join(f'{k}: {v}' for k, v in manifest['counts'].items())}) in "
+          f"{manifest['seconds']:.1f} s, {rate:.0f} images/s with {args.workers} worker(s)", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ganflow.checkpoint import CheckpointError
     from ganflow.export import ExportError, export_generator
@@ -306,6 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, default=10, help="images along each path")
     i.add_argument("--seed", type=int, default=0)
     i.set_defaults(fn=cmd_interpolate)
+
+    y = sub.add_parser("synth", help="a labelled synthetic data set (PNG class folders or npz shards), local or s3://")
+    y.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
+    y.add_argument("--out", required=True, help="a new folder or s3:// prefix")
+    y.add_argument("--num", type=int, default=None, help="images in all, split evenly over the classes")
+    y.add_argument("--per-class", type=int, default=None, help="images of every class (conditional models)")
+    y.add_argument("--format", default="png", choices=["png", "npz"])
+    y.add_argument("--truncation", type=float, default=None, help="redraw latent entries beyond +-T")
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--workers", type=int, default=1, help="Ray workers drawing shards in parallel (RAY_ADDRESS: a cluster's)")
+    y.set_defaults(fn=cmd_synth)
 
     x = sub.add_parser("export", help="the generator (EMA weights) as a standalone TorchScript or ONNX file, checked "
                                       "against PyTorch")

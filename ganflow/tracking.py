@@ -240,6 +240,19 @@ class WandbTracker(Tracker):
                 log.warning("W&B run did not finish cleanly: %s", err)
 
 
+# W&B writes a run's .wandb file when a 32 KiB block fills, at the end, and every 15 s. Ray kills
+# the workers of a trial ASHA or PBT stops (and a preempted node's) without a finish: a trial cut
+# short after a few seconds left an empty file, no group, no history. One write per second, no
+# fsync, keeps all but the last second of it.
+RUN_FILE_FLUSH_S = 1.0
+
+
+def _flush_setting(wandb) -> Dict[str, float]:
+    """The periodic flush is new in wandb 0.31; older versions refuse unknown settings."""
+    known = getattr(wandb.Settings, "model_fields", {})
+    return {"x_transaction_log_flush_interval": RUN_FILE_FLUSH_S} if "x_transaction_log_flush_interval" in known else {}
+
+
 def open_tracker(settings: Dict[str, Any], run_id: str, config: Dict[str, Any], rank: int, skip_through: int = 0) -> Tracker:
     """Rank 0's W&B run (same id on resume, `resume="allow"`); a no-op tracker elsewhere.
     Failing to start raises TrackingError (on_error=fail) or warns and tracks nothing."""
@@ -253,7 +266,7 @@ def open_tracker(settings: Dict[str, Any], run_id: str, config: Dict[str, Any], 
             project=s.project, entity=s.entity, group=s.group, job_type=s.job_type,
             tags=redact(s.tags), notes=redact(s.notes), name=f"{config.get('name', 'run')}-{run_id}", id=run_id, resume="allow",
             config=redact(config), dir=s.dir, mode=s.mode, reinit="create_new",
-            settings=wandb.Settings(init_timeout=ONLINE_CHECK_TIMEOUT_S * 3, silent=True, save_code=False),
+            settings=wandb.Settings(init_timeout=ONLINE_CHECK_TIMEOUT_S * 3, silent=True, save_code=False, **_flush_setting(wandb)),
         )
     except Exception as err:
         msg = f"W&B could not start ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"

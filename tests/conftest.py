@@ -114,3 +114,24 @@ def s3(s3_server, monkeypatch):
     bucket = f"gf-{secrets.token_hex(4)}"
     boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     yield s3_server.endpoint, bucket
+
+
+# --- a checkpoint of a few real GAN steps, written without Ray ---------------------------------
+
+
+def trained_checkpoint(tmp_path, job: str, steps: int = 3):
+    """A checkpoint directory of `job` after `steps` GAN steps on batches of 32 (CPU, seconds)."""
+    import torch
+
+    from ganflow import checkpoint as ckpt
+    from ganflow import config
+    from ganflow.gan import GANStep
+    from ganflow.train import build_state, data_meta
+
+    cfg = config.load(JOBS / job, ["train.batch_size=32"])
+    ds, st = build_state(cfg, torch.device("cpu"))
+    step = GANStep(cfg, torch.device("cpu"), ds.num_classes, cfg.model.nz)
+    for _ in range(steps):
+        step.step(st, st.G, st.D, lambda j: (ds.x[j * 32:(j + 1) * 32], None if ds.y is None else ds.y[j * 32:(j + 1) * 32]))
+    return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / job.replace(".yaml", ""),
+                                 data_meta(ds))

@@ -28,6 +28,8 @@ def start_head(log: Path, num_cpus: int = 2, timeout_s: float = 120) -> Tuple[su
     dashboard = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_")) and k != "WANDB_API_KEY"}
+    if "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in os.environ:  # the tests' faster Ray Train (see conftest)
+        env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     cmd = [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",

@@ -12,22 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ganflow import checkpoint as ckpt
-from ganflow import config
-from ganflow.gan import GANStep
 from ganflow.sample import interpolation_grid, load_generator, slerp
-from ganflow.train import build_state, data_meta
-from tests.conftest import JOBS, run_cli
-
-
-def trained_checkpoint(tmp_path, job: str, steps: int = 3):
-    cfg = config.load(JOBS / job, ["train.batch_size=32"])
-    ds, st = build_state(cfg, torch.device("cpu"))
-    step = GANStep(cfg, torch.device("cpu"), ds.num_classes, cfg.model.nz)
-    for _ in range(steps):
-        step.step(st, st.G, st.D, lambda j: (ds.x[j * 32:(j + 1) * 32], None if ds.y is None else ds.y[j * 32:(j + 1) * 32]))
-    return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / job.replace(".yaml", ""),
-                                 data_meta(ds))
+from tests.conftest import trained_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import time
 import boto3
 import numpy as np
 import pytest
+import yaml
 
 from tests.conftest import JOBS, S3_ENV, run_cli
 from tests.ray_head import start_head, stop_head
@@ -89,6 +90,31 @@ def test_a_stopped_job_is_stopped_with_its_run_marked_and_no_half_written_checkp
     proc = run_cli("sample", f"s3://{bucket}/{run_key}", "--num", "4", "--out", str(tmp_path / "s.npz"),
                    env={**env, "AWS_ENDPOINT_URL": endpoint})
     assert proc.returncode == 0 and "refusing checkpoint" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_submitted_sweep_runs_its_trials_on_the_cluster_and_leaves_its_results_in_the_bucket(ray_head, s3, tmp_path):
+    endpoint, bucket = s3
+    env = submitter_env(ray_head, endpoint)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "ring_sweep", "job": str(JOBS / "ring.yaml"), "metric": "high_quality", "scheduler": "fifo", "num_samples": 1,
+        "overrides": ["train.steps=40", "train.checkpoint_every=20", "eval.every=20", "eval.num_samples=200",
+                      "train.log_every=20", "train.sample_every=100000"],
+        "space": {"optim.g.lr": "grid([0.0002, 0.001])"}}))
+    proc = run_cli("submit", str(spec), f"storage.uri=s3://{bucket}/runs", f"storage.endpoint_url={endpoint}", "--sweep",
+                   "--follow", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_id = proc.stdout.strip().splitlines()[-1]
+    assert job_id.startswith("ganflow-ring_sweep-") and f"job {job_id}: SUCCEEDED" in proc.stderr
+    info = json.loads(run_cli("jobs", "status", job_id, "--json", env=env, check=True).stdout)
+    assert info["metadata"]["ganflow"] == "sweep" and info["entrypoint"] == "python -m ganflow.cli sweep sweep.yaml"
+    s3c = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    keys = [o["Key"] for o in s3c.list_objects_v2(Bucket=bucket, Prefix="runs/sweeps/").get("Contents", [])]
+    (results,) = [k for k in keys if k.endswith("/results.jsonl")]
+    rows = [json.loads(line) for line in s3c.get_object(Bucket=bucket, Key=results)["Body"].read().splitlines()]
+    assert sorted(r["optim.g.lr"] for r in rows) == [0.0002, 0.001] and all(r["last_step"] == 40 for r in rows)
+    assert any(k.endswith("/best.yaml") for k in keys) and SECRET not in proc.stderr
 
 
 def test_bad_submissions_are_one_line_errors(ray_head, tmp_path):

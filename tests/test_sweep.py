@@ -151,22 +151,26 @@ def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step
 
 @pytest.mark.slow
 def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials(tmp_path):
+    STEPS = 2000
     # Optuna's TPE picks the trials (its state is restored with the sweep's), one at a time
     spec = write_ring_sweep(tmp_path, search="optuna", num_samples=3, max_concurrent_trials=1)
     runs = tmp_path / "runs"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # long enough (20 evaluations) that the second trial is still training when Tune next saves its state
     driver = subprocess.Popen([sys.executable, "-m", "ganflow.cli", "sweep", str(spec), f"storage.uri={runs}",
-                               "train.steps=600", "train.checkpoint_every=100"], env=env, text=True,
+                               f"train.steps={STEPS}", "train.checkpoint_every=100"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline, seen = time.time() + 400, None
         while time.time() < deadline:  # the first trial done, the second one with a checkpoint Tune has saved
             lines = sorted(len(p.read_text().splitlines()) for p in runs.glob("sweeps/*/trials/*.jsonl"))
             states = list(runs.glob("sweeps/*/tune/experiment_state-*.json"))
-            if len(lines) == 2 and lines[1] == 6 and lines[0] >= 1:
+            if len(lines) == 2 and lines[1] == STEPS // 100 and 1 <= lines[0] < STEPS // 200:
                 seen = seen or time.time()
                 if states and states[0].stat().st_mtime > seen + 0.5:
                     break
+            elif seen and len(lines) > 2:
+                pytest.fail(f"the second trial finished before Tune saved its state ({lines}); make the trials longer")
             time.sleep(0.2)
         else:
             pytest.fail("the sweep never got to its second trial")
@@ -182,10 +186,10 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trial
     proc = run_cli("sweep", "--resume", str(location), env={"RAY_ADDRESS": None}, timeout=900, check=True)
     assert Path(proc.stdout.strip().splitlines()[-1]) == location / "best.yaml"
     rows = sweep_rows(location)
-    assert len(rows) == 3 and not any(r["error"] for r in rows) and all(r["last_step"] == 600 for r in rows)
+    assert len(rows) == 3 and not any(r["error"] for r in rows) and all(r["last_step"] == STEPS for r in rows)
     after = sorted(p for p in (runs / "ring_sweep").iterdir())
     assert len(after) == 3 and set(first) < set(after)  # the cut-short trial went on in its own run
     assert (finished[0] / "metrics.jsonl").read_text() == finished_metrics  # the finished one was not run again
     for run in after:
         steps = [m["step"] for m in Run.open(run).read_metrics()]
-        assert steps == sorted(set(steps)) and steps[-1] == 600 and Run.open(run).read_status()["status"] == "completed"
+        assert steps == sorted(set(steps)) and steps[-1] == STEPS and Run.open(run).read_status()["status"] == "completed"

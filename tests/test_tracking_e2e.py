@@ -89,14 +89,6 @@ def test_training_run_is_a_wandb_run_and_resumes_into_it(cli, tmp_path):
             assert secret.encode() not in blob, f"{secret} leaked under {root}"
 
 
-def test_disabled_tracking_writes_nothing(cli, tmp_path):
-    wb = tmp_path / "wb"
-    proc = cli("train", str(JOBS / "ring.yaml"), "train.steps=4", f"storage.uri={tmp_path / 'runs'}",
-               "tracking.wandb.mode=disabled", env={"WANDB_DIR": str(wb)}, check=True)
-    assert Path(proc.stdout.strip().splitlines()[-1]).is_dir()
-    assert not wb.exists() and "W&B" not in proc.stderr
-
-
 def test_broken_wandb_fails_before_anything_is_written_or_degrades_as_configured(cli, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
