@@ -151,12 +151,13 @@ def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step
 
 @pytest.mark.slow
 def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials(tmp_path):
-    STEPS = 2000
+    STEPS = 1000
     # Optuna's TPE picks the trials (its state is restored with the sweep's), one at a time
     spec = write_ring_sweep(tmp_path, search="optuna", num_samples=3, max_concurrent_trials=1)
     runs = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # long enough (20 evaluations) that the second trial is still training when Tune next saves its state
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    # Tune saves its state every second here (10 s at first by default), while the second trial
+    # (10 evaluations) is still training
     driver = subprocess.Popen([sys.executable, "-m", "ganflow.cli", "sweep", str(spec), f"storage.uri={runs}",
                                f"train.steps={STEPS}", "train.checkpoint_every=100"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
