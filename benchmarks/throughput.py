@@ -109,7 +109,7 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
-    ray.init(num_cpus=2, num_gpus=1 if args.gpu else 0, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1 if args.gpu else 0, include_dashboard=False)
     with tempfile.TemporaryDirectory() as tmp:
         # the plain loop's recipe: non-saturating loss, batch norm in both nets, no augmentation
         common = ["loss.name=nonsaturating", "model.spectral_norm=false", "model.d_norm=batch", "train.augment=",

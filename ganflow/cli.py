@@ -74,45 +74,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def _run_errors() -> tuple:
+    """What opening a trained run can raise with a message meant for the user: a bad location or
+    checkpoint, storage, a `wandb:` name, a generator the command cannot use."""
     from ganflow.checkpoint import CheckpointError
     from ganflow.objectstore import StorageError
-    from ganflow.sample import SampleError, sample_to_file
+    from ganflow.sample import SampleError
     from ganflow.tracking import TrackingError
+
+    return CheckpointError, SampleError, StorageError, TrackingError
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from ganflow.sample import sample_to_file
 
     try:
         path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label)
-    except (CheckpointError, SampleError, StorageError, TrackingError) as err:
+    except _run_errors() as err:
         return _die(str(err))
     print(path)
     return 0
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from ganflow.checkpoint import CheckpointError
-    from ganflow.objectstore import StorageError
-    from ganflow.sample import SampleError, interpolate_to_file
-    from ganflow.tracking import TrackingError
+    from ganflow.sample import interpolate_to_file
 
     try:
         path = interpolate_to_file(args.run, Path(args.out), rows=args.rows, steps=args.steps, seed=args.seed)
-    except (CheckpointError, SampleError, StorageError, TrackingError) as err:
+    except _run_errors() as err:
         return _die(str(err))
     print(path)
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ganflow.checkpoint import CheckpointError
-    from ganflow.objectstore import StorageError
-    from ganflow.sample import SampleError
     from ganflow.synth import SynthError, synthesize
-    from ganflow.tracking import TrackingError
 
     try:
         manifest = synthesize(args.run, args.out, num=args.num, per_class=args.per_class, fmt=args.format,
                               truncation=args.truncation, seed=args.seed, workers=args.workers)
-    except (CheckpointError, SampleError, StorageError, SynthError, TrackingError) as err:
+    except (*_run_errors(), SynthError) as err:
         return _die(str(err))
     rate = manifest["total"] / max(manifest["seconds"], 1e-9)
     print(f"{manifest['total']} images ({', '.join(f'{k}: {v}' for k, v in manifest['counts'].items())}) in "
@@ -121,16 +122,32 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from ganflow.score import ScoreError, ScoreSettings, mean_by_label, score_images, write_csv
+
+    settings = ScoreSettings(steps=args.steps, lr=args.lr, feature_weight=args.feature_weight, seed=args.seed)
+    try:
+        result = score_images(args.run, args.data, args.method, settings, args.workers)
+        write_csv(result["rows"], args.out)
+    except (*_run_errors(), ScoreError) as err:
+        return _die(str(err))
+    rows = result["rows"]
+    means = ", ".join(f"{k}: {v:.3f}" for k, v in mean_by_label(rows).items())
+    print(f"{len(rows)} images scored ({args.method}) in {result['seconds']:.1f} s with {args.workers} worker(s); "
+          f"mean score by label: {means}", file=sys.stderr)
+    if result["auroc"] is not None:
+        print(f"AUROC {result['auroc']:.3f} (anomalies: labels outside the run's classes "
+              f"{', '.join(result['normal_classes'])})", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    from ganflow.checkpoint import CheckpointError
     from ganflow.export import ExportError, export_generator
-    from ganflow.objectstore import StorageError
-    from ganflow.sample import SampleError
-    from ganflow.tracking import TrackingError
 
     try:
         sidecar = export_generator(args.run, args.format, Path(args.out), atol=args.atol)
-    except (CheckpointError, ExportError, SampleError, StorageError, TrackingError) as err:
+    except (*_run_errors(), ExportError) as err:
         return _die(str(err))
     print(f"{args.format}: max |exported - pytorch| = {sidecar['max_abs_diff']:.2g} on {sidecar['checked_on']} latents; "
           f"calling convention in {args.out}.json", file=sys.stderr)
@@ -139,17 +156,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ganflow.checkpoint import CheckpointError
     from ganflow.evaluate import EvalError, evaluate
     from ganflow.metrics.inception import InceptionWeightsError
-    from ganflow.objectstore import StorageError
-    from ganflow.tracking import TrackingError
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         report = evaluate(args.run, num=args.num, metrics=metrics, extractor=args.extractor,
                           inception_weights=args.inception_weights)
-    except (CheckpointError, EvalError, StorageError, TrackingError, InceptionWeightsError) as err:
+    except (*_run_errors(), EvalError, InceptionWeightsError) as err:
         return _die(str(err))
     print(json.dumps(report))
     return 0
@@ -336,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--seed", type=int, default=0)
     y.add_argument("--workers", type=int, default=1, help="Ray workers drawing shards in parallel (RAY_ADDRESS: a cluster's)")
     y.set_defaults(fn=cmd_synth)
+
+    a = sub.add_parser("score", help="anomaly scores of images under a run's GAN (higher: less like its data), to a CSV")
+    a.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
+    a.add_argument("--data", required=True, help="a folder or s3:// prefix of images (class folders are labels) or npz "
+                   "files, one .npz, or a built-in data set (digits)")
+    a.add_argument("--out", required=True, help="the CSV to write (local or s3://)")
+    a.add_argument("--method", default="disc", choices=["disc", "recon"],
+                   help="disc: minus D's logit; recon: AnoGAN latent search (slower, usually better)")
+    a.add_argument("--steps", type=int, default=200, help="recon: latent-search iterations")
+    a.add_argument("--lr", type=float, default=0.05, help="recon: Adam step size on the latents")
+    a.add_argument("--feature-weight", type=float, default=0.1, help="recon: weight of D's feature distance")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--workers", type=int, default=1, help="Ray workers scoring batches in parallel (RAY_ADDRESS: a cluster's)")
+    a.set_defaults(fn=cmd_score)
 
     x = sub.add_parser("export", help="the generator (EMA weights) as a standalone TorchScript or ONNX file, checked "
                                       "against PyTorch")

@@ -33,6 +33,7 @@ class DataConfig:
     resolution: int = 32  # image side length (power of two); ignored by 2D data sets
     channels: Optional[int] = None  # None: 1 for digits, 3 for images, 2 (coordinates) for 2D data
     num_points: int = 20000  # size of the sampled 2D data sets (ring, grid)
+    classes: Optional[List[str]] = None  # keep only these classes ("0".."9" for digits, folder names for images)
 
 
 @dataclass
@@ -212,6 +213,18 @@ def validate(cfg: JobConfig) -> JobConfig:
     if d.channels is not None and d.channels not in (1, 3):
         _fail("data.channels", f"must be 1 or 3, got {d.channels}")
     _positive("data.num_points", d.num_points)
+    if d.classes is not None:
+        if d.name not in ("digits", "images"):
+            _fail("data.classes", f"needs labelled image data (digits or images), got data.name={d.name}")
+        if len(d.classes) < 1 or len(set(d.classes)) != len(d.classes):
+            _fail("data.classes", f"must list distinct class names, got {list(d.classes)}")
+        if is_s3(d.path or ""):
+            _fail("data.classes", "is not supported for s3:// images yet; give the classes their own prefix")
+        known = [str(k) for k in range(10)] if d.name == "digits" else (
+            sorted(p.name for p in Path(d.path).iterdir() if p.is_dir()) if Path(d.path or "").is_dir() else None)
+        missing = [c for c in d.classes if known is not None and c not in known]
+        if missing:
+            _fail("data.classes", f"{missing} not among the classes {known}")
 
     m = cfg.model
     _one_of("model.name", m.name, names["model"])

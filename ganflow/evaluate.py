@@ -71,6 +71,8 @@ def _classes(s: Scored) -> Dict[str, Any]:
     import numpy as np
 
     shares = np.bincount(s.probs.argmax(1).numpy(), minlength=s.probs.shape[1]) / len(s.probs)
+    if s.cfg.data.classes and s.cfg.data.name == "digits":  # a run on some digits: coverage of those
+        shares = shares[[int(c) for c in s.cfg.data.classes]]
     return {"min_class_share": float(shares.min()), "classes_covered_5pct": int((shares >= 0.05).sum())}
 
 

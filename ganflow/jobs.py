@@ -161,7 +161,7 @@ def prepare_sweep(spec_path: str, overrides: List[str], staging: Path, ship_code
 def _submission(kind: str, name: str, spec: Path, entrypoint: str, cfg: JobConfig, staging: Path, ship_code: bool,
                 extra_env: List[str]) -> Submission:
     # pin_state_api: Ray Train's placement-group cleaner must ask this cluster, not another on the node
-    runtime_env: Dict[str, Any] = {"working_dir": str(staging), "worker_process_setup_hook": "ganflow.train.pin_state_api"}
+    runtime_env: Dict[str, Any] = {"working_dir": str(staging), "worker_process_setup_hook": "ganflow.rayhooks.pin_state_api"}
     if ship_code:
         runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]  # this ganflow package
         runtime_env["excludes"] = ["__pycache__", "*.pyc"]

@@ -35,13 +35,15 @@ class LoadedGenerator(NamedTuple):
     location: str  # the checkpoint it came from
     config: JobConfig  # the run's resolved config
     step: int
+    D: Optional[torch.nn.Module] = None  # in eval mode, when asked for
 
 
-def load_generator(run_or_checkpoint: str | Path) -> LoadedGenerator:
+def load_generator(run_or_checkpoint: str | Path, with_discriminator: bool = False) -> LoadedGenerator:
     """The generator of a checkpoint, or of a run's newest intact checkpoint. `s3://` locations
     are read through boto3 (endpoint from AWS_ENDPOINT_URL, credentials from the AWS chain) and
     checked against their sha256 like local ones. `wandb:project/name:alias` names a checkpoint
-    through the W&B artifact ganflow logged for it."""
+    through the W&B artifact ganflow logged for it. The discriminator comes too when asked for
+    (anomaly scores)."""
     if str(run_or_checkpoint).startswith(WANDB_SCHEME):
         run_or_checkpoint = resolve_artifact(str(run_or_checkpoint))
     if is_s3(run_or_checkpoint):
@@ -51,12 +53,14 @@ def load_generator(run_or_checkpoint: str | Path) -> LoadedGenerator:
         path = ckpt.resolve_checkpoint(Path(run_or_checkpoint))
         manifest = ckpt.read_manifest(path)
         component = "G_ema" if "G_ema" in manifest["state"] else "G"
-        state, manifest = ckpt.load_checkpoint(path, components=[component])
+        state, manifest = ckpt.load_checkpoint(path, components=[component] + (["D"] if with_discriminator else []))
     cfg = from_dict(manifest["config"])
     meta = manifest["meta"]
-    G, _ = build_models(cfg.model, tuple(meta["sample_shape"]), meta["num_classes"])
+    G, D = build_models(cfg.model, tuple(meta["sample_shape"]), meta["num_classes"])
     G.load_state_dict(state[component])
-    return LoadedGenerator(G.eval(), meta, str(path), cfg, int(manifest["step"]))
+    if with_discriminator:
+        D.load_state_dict(state["D"])
+    return LoadedGenerator(G.eval(), meta, str(path), cfg, int(manifest["step"]), D.eval() if with_discriminator else None)
 
 
 def _load_from_s3(uri: str) -> tuple:

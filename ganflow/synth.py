@@ -157,7 +157,9 @@ def synthesize(run: str, out: str, num: Optional[int] = None, per_class: Optiona
         writer = ShardWriter(*args)
         total = sum(writer.write(s) for s in shards)
     else:
-        total = _write_with_ray(args, shards, workers)
+        from ganflow.train import map_on_actors
+
+        total = sum(map_on_actors(ShardWriter, args, "write", [(s,) for s in shards], workers))
     seconds = time.perf_counter() - started
     counts = {folders[k] if classes else "all": 0 for k in range(max(classes, 1))}
     for s in shards:
@@ -172,18 +174,6 @@ def synthesize(run: str, out: str, num: Optional[int] = None, per_class: Optiona
     }
     store.put_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest
-
-
-def _write_with_ray(args: tuple, shards: List[Shard], workers: int) -> int:
-    import ray
-    from ray.util import ActorPool
-
-    from ganflow.train import ensure_ray
-
-    ensure_ray()
-    Writer = ray.remote(num_cpus=1)(ShardWriter)
-    pool = ActorPool([Writer.remote(*args) for _ in range(workers)])
-    return sum(pool.map_unordered(lambda actor, shard: actor.write.remote(shard), shards))
 
 
 __all__ = ["SynthError", "SampleError", "synthesize", "plan", "MANIFEST"]

@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -235,9 +236,32 @@ class WandbTracker(Tracker):
         run, self.run = self.run, None
         if run is not None:
             try:
+                run_dir = Path(run.dir).parent
                 run.finish(exit_code=1 if failed else 0)
+                _wait_for_run_file(run_dir)
             except Exception as err:
                 log.warning("W&B run did not finish cleanly: %s", err)
+
+
+RUN_FILE_WAIT_S = 10.0
+
+
+def _wait_for_run_file(run_dir: Path) -> None:
+    """W&B's finish() can return before its service has written the run file (seen under load:
+    the file read back right after had not even the run record). Whoever reads it next (`wandb
+    sync` after `ganflow train`, a resumed attempt, `wandb:` artifact names) needs it whole, so
+    wait for its exit record (bounded: a lost file is W&B's to report)."""
+    from ganflow.wandb_files import WandbFileError, read_run
+
+    deadline = time.monotonic() + RUN_FILE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if read_run(run_dir).exit_code is not None:
+                return
+        except (OSError, WandbFileError):
+            pass
+        time.sleep(0.05)
+    log.warning("W&B run file in %s has no exit record %.0f s after finish", run_dir, RUN_FILE_WAIT_S)
 
 
 # W&B writes a run's .wandb file when a 32 KiB block fills, at the end, and every 15 s. Ray kills

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -138,12 +138,16 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             _say(f"[ganflow] resuming from {resume_from} (step {state.step})")
     tracker: tracking.Tracker = tracking.Tracker()
     evaluation = None
+    kept: List[Dict[str, Any]] = []  # rank 0: the records up to the restored step
     if rank == 0:  # records past the restored step (or all, with no checkpoint) are redone
         logged_through = run.truncate_metrics(state.step)
+        kept = run.read_metrics()
         tracker = tracking.open_tracker(loop_config["wandb"], run.id, cfg.to_dict(), rank, skip_through=logged_through)
+        for record in kept:  # W&B commits a row when the next step arrives: a killed attempt's
+            tracker.log(record, record["step"])  # last rows may be missing there (logs only those)
         tracker.set_summary({"run_uri": run.uri})
     if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
-        evaluation = PeriodicEval(cfg, run.read_metrics() if rank == 0 else [], store_options(cfg.storage))
+        evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage))
     try:
         _train(cfg, run, state, dataset, device, rank, world, tracker, evaluation, loop_config.get("progress_bar", False))
     except BaseException:
@@ -240,6 +244,7 @@ def data_meta(dataset) -> Dict[str, Any]:
     return {
         "sample_shape": list(dataset.shape),
         "num_classes": dataset.num_classes,
+        "classes": list(dataset.classes or []),  # class names, in label order
         "centers": dataset.centers.tolist() if dataset.centers is not None else None,
     }
 
@@ -293,7 +298,7 @@ def ensure_ray(address: Optional[str] = None) -> bool:
         # "local": always a new Ray of our own, never the last `ray start` cluster Ray would find
         ray.init(address="local", include_dashboard=True, dashboard_port=_free_dashboard_port(),
                  logging_level=logging.WARNING, configure_logging=True,
-                 runtime_env={"worker_process_setup_hook": "ganflow.train.pin_state_api"})
+                 runtime_env={"worker_process_setup_hook": "ganflow.rayhooks.pin_state_api"})
     return True
 
 
@@ -310,13 +315,16 @@ def _free_dashboard_port(preferred: int = 8265) -> int:
     return preferred
 
 
-def pin_state_api() -> None:
-    """Worker setup hook (in-process Ray, submitted jobs): the State API, left to find its cluster,
-    picks the newest one on the machine, or refuses when there are several ("Found multiple active
-    Ray instances"); told this one's address, it asks the right cluster."""
+def map_on_actors(cls, init_args: tuple, method: str, items: list, workers: int) -> list:
+    """`cls(*init_args).method(*item)` for each item, on `workers` 1-CPU Ray actors (an actor
+    loads its checkpoint once, not once per item); results in the order of `items`."""
     import ray
+    from ray.util import ActorPool
 
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    ensure_ray()
+    actor_cls = ray.remote(num_cpus=1)(cls)
+    pool = ActorPool([actor_cls.remote(*init_args) for _ in range(workers)])
+    return list(pool.map(lambda actor, item: getattr(actor, method).remote(*item), items))
 
 
 STOP_ON_SIGTERM = False  # set by the CLI: a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly

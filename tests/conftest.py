@@ -119,19 +119,22 @@ def s3(s3_server, monkeypatch):
 # --- a checkpoint of a few real GAN steps, written without Ray ---------------------------------
 
 
-def trained_checkpoint(tmp_path, job: str, steps: int = 3):
-    """A checkpoint directory of `job` after `steps` GAN steps on batches of 32 (CPU, seconds)."""
+def trained_checkpoint(tmp_path, job: str, steps: int = 3, overrides: tuple = ()):
+    """A checkpoint directory of `job` after `steps` GAN steps on batches of 32 (CPU, no Ray)."""
     import torch
 
     from ganflow import checkpoint as ckpt
     from ganflow import config
+    from ganflow.data import BatchSampler
     from ganflow.gan import GANStep
     from ganflow.train import build_state, data_meta
 
-    cfg = config.load(JOBS / job, ["train.batch_size=32"])
+    cfg = config.load(JOBS / job, ["train.batch_size=32", *overrides])
     ds, st = build_state(cfg, torch.device("cpu"))
     step = GANStep(cfg, torch.device("cpu"), ds.num_classes, cfg.model.nz)
+    sampler = BatchSampler(len(ds), 32, cfg.train.seed)
+    y = ds.y if ds.num_classes else None
     for _ in range(steps):
-        step.step(st, st.G, st.D, lambda j: (ds.x[j * 32:(j + 1) * 32], None if ds.y is None else ds.y[j * 32:(j + 1) * 32]))
+        step.step(st, st.G, st.D, lambda j: (ds.x[sampler.indices(j)], None if y is None else y[sampler.indices(j)]))
     return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / job.replace(".yaml", ""),
                                  data_meta(ds))

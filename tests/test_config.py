@@ -79,6 +79,9 @@ BAD_CONFIGS = [
     (["eval.extractor=clip"], "eval.extractor", "choose one of"),
     (["eval.metrics=[pr]", "eval.num_samples=3"], "eval.num_samples", ">= 4"),
     (["eval.best=fd_digits"], "eval.best", "choose one of fid"),
+    (["data.classes=[0,10]"], "data.classes", "not among the classes"),
+    (["data.classes=[3,3]"], "data.classes", "distinct"),
+    (["data.name=ring", "model.name=mlp", "data.classes=[0]"], "data.classes", "labelled image data"),
 ]
 
 

@@ -49,6 +49,9 @@ def test_digits_resized_in_range_with_labels():
     ds = build_dataset(config.DataConfig(name="digits", resolution=16))
     assert ds.x.shape == (1797, 1, 16, 16) and ds.num_classes == 10
     assert ds.x.min() >= -1 and ds.x.max() <= 1
+    some = build_dataset(config.DataConfig(name="digits", resolution=16, classes=["7", "2"]))  # relabelled in that order
+    assert some.num_classes == 2 and some.classes == ["7", "2"]
+    assert torch.equal(some.x[some.y == 0], ds.x[ds.y == 7]) and torch.equal(some.x[some.y == 1], ds.x[ds.y == 2])
 
 
 def test_image_folder_with_class_subfolders(tmp_path):
@@ -60,6 +63,8 @@ def test_image_folder_with_class_subfolders(tmp_path):
     ds = build_dataset(config.DataConfig(name="images", path=str(tmp_path), resolution=8))
     assert ds.x.shape == (6, 3, 8, 8) and ds.num_classes == 2
     assert ds.y.tolist() == [0, 0, 0, 1, 1, 1]
+    only = build_dataset(config.DataConfig(name="images", path=str(tmp_path), resolution=8, classes=["dogs"]))
+    assert torch.equal(only.x, ds.x[3:]) and only.y.tolist() == [0, 0, 0] and only.classes == ["dogs"]
 
 
 def test_empty_image_folder_names_the_key(tmp_path):

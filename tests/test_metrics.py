@@ -164,3 +164,15 @@ def test_a_metric_scored_by_two_workers_equals_one_worker_on_the_same_samples(tm
     assert set(results[0]) >= {v for n in names for v in METRICS[n].rankable}
     if "fid" in names:  # the real data's statistics were cached where the runs live, for the next evaluation
         assert len(list((tmp_path / "runs2" / ".reference").glob("digits-digits-*.safetensors"))) == 1
+
+
+def test_class_coverage_of_a_run_on_some_digits_counts_only_those_digits():
+    from ganflow import config
+    from ganflow.evaluate import Scored
+
+    probs = torch.eye(10)[torch.arange(900) % 9]  # digits 0-8 evenly, never a 9
+    every = config.load(JOBS / "quickstart.yaml")
+    some = config.load(JOBS / "quickstart.yaml", ["data.classes=[0,1,2,3,4,5,6,7,8]"])
+    assert METRICS["classes"].compute(Scored(every, probs=probs)) == {"min_class_share": 0.0, "classes_covered_5pct": 9}
+    got = METRICS["classes"].compute(Scored(some, probs=probs))
+    assert got["classes_covered_5pct"] == 9 and got["min_class_share"] == pytest.approx(1 / 9)

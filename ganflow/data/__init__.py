@@ -54,7 +54,23 @@ def register(name: str):
 
 def build_dataset(cfg: DataConfig, seed: int = 0, storage=None) -> Dataset:
     """`storage` (S3Options) reaches data sets read from s3://; the job's storage settings."""
-    return DATASETS[cfg.name](cfg, seed, storage)
+    dataset = DATASETS[cfg.name](cfg, seed, storage)
+    return select_classes(dataset, list(cfg.classes)) if cfg.classes else dataset
+
+
+def select_classes(dataset: Dataset, keep: list) -> Dataset:
+    """Only the samples of the `keep` classes, relabelled 0..len(keep)-1 in that order: a GAN
+    trained on some classes, to score the others as anomalies (`ganflow score`)."""
+    from ganflow.config import ConfigError
+
+    names = list(dataset.classes or [])
+    missing = [c for c in keep if c not in names]
+    if missing:
+        raise ConfigError(f"data.classes: {missing} not among this data set's classes {names}")
+    old = torch.tensor([names.index(c) for c in keep])
+    mask = (dataset.y[:, None] == old[None, :])
+    rows = mask.any(dim=1)
+    return Dataset(x=dataset.x[rows], y=mask[rows].long().argmax(dim=1), num_classes=len(keep), classes=list(keep))
 
 
 def rng_seed(*keys: int) -> int:

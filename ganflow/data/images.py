@@ -66,7 +66,7 @@ def images(cfg: DataConfig, seed: int, storage: Optional[S3Options] = None) -> D
         return Dataset(x=x)
     index = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index[p.parent.name] for p in files], dtype=torch.long)
-    return Dataset(x=x, y=y, num_classes=len(classes))
+    return Dataset(x=x, y=y, num_classes=len(classes), classes=classes)
 
 
 def _list_images(path: str, options: S3Options) -> List[str]:

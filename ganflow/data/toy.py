@@ -47,4 +47,4 @@ def digits(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     if cfg.channels == 3:
         x = x.expand(-1, 3, -1, -1).contiguous()
     y = torch.from_numpy(bunch.target).long()
-    return Dataset(x=x, y=y, num_classes=10)
+    return Dataset(x=x, y=y, num_classes=10, classes=[str(k) for k in range(10)])

@@ -45,7 +45,7 @@ class Reference:
 def cache_key(cfg, extractor) -> str:
     d = cfg.data
     identity = {"data": d.name, "path": d.path, "resolution": d.resolution, "channels": d.channels,
-                "extractor": extractor.name, "weights": extractor.digest, "n": cfg.eval.reference_samples,
+                **({"classes": list(d.classes)} if d.classes else {}), "extractor": extractor.name, "weights": extractor.digest, "n": cfg.eval.reference_samples,
                 "seed": cfg.train.seed if d.name not in ("digits", "images") else None}
     return f"{d.name}-{extractor.name}-{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]}"
 
