@@ -299,7 +299,7 @@ def run_trial(config: Dict[str, Any], sweep: Dict[str, Any]) -> None:
     from ray.util.queue import Queue
 
     from ganflow import train
-    from ganflow.runs import store_options
+    from ganflow.runs import CHECKPOINTS_DIR, store_options
 
     cfg = load(sweep["job"], trial_overrides(sweep, config["params"]))
     trial_id = tune.get_context().get_trial_id()
@@ -314,7 +314,8 @@ def run_trial(config: Dict[str, Any], sweep: Dict[str, Any]) -> None:
 
     def fit() -> None:
         try:
-            train.run(cfg, resume=resume, fork_from=fork, callbacks=[_eval_relay(reports, sweep["eval_key"])])
+            ended["run"] = train.run(cfg, resume=resume, fork_from=fork,
+                                     callbacks=[_eval_relay(reports, sweep["eval_key"])])
         except BaseException as err:  # raised again in the trial's own thread, where Tune sees it
             ended["error"] = err
         finally:
@@ -323,19 +324,28 @@ def run_trial(config: Dict[str, Any], sweep: Dict[str, Any]) -> None:
     threading.Thread(target=fit, name="ganflow-trial", daemon=True).start()
     log = TrialLog(sweep["location"], trial_id, store_options(cfg.storage))
     used = {key: OmegaConf.select(OmegaConf.create(cfg.to_dict()), key) for key in config["params"]}
+    logged = False
     while (result := reports.get()) is not None:
         uri = checkpoint_uri(cfg.storage.uri, result.pop("checkpoint_path"))
         metrics = {**result, "checkpoint": uri or "", "run": run_of(uri) if uri else "", "forked_from": fork or ""}
         log.append({"step": result["step"], sweep["eval_key"]: result[sweep["eval_key"]], "checkpoint": uri,
                     "run": metrics["run"], "forked_from": fork, "params": used})
+        logged = True
         if not uri:
             tune.report(metrics)
             continue
         with tempfile.TemporaryDirectory(prefix="ganflow-pointer-") as d:
-            Path(d, POINTER).write_text(json.dumps({"trial": trial_id, "checkpoint": uri, "step": result["step"]}))
+            pointer = {"trial": trial_id, "checkpoint": uri, "step": result["step"],
+                       "value": result[sweep["eval_key"]]}
+            Path(d, POINTER).write_text(json.dumps(pointer))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))  # copied to Tune's storage here
     if "error" in ended:
         raise ended["error"]
+    if fork and not logged:  # PBT copied a finished trial's last checkpoint: nothing left to train, and
+        # no report to Tune either (PBT would exploit again at the same step), but the copy is this trial's run
+        run, name = ended["run"].uri, fork.rstrip("/").rpartition(f"/{CHECKPOINTS_DIR}/")[2]
+        log.append({"step": earlier["step"], sweep["eval_key"]: earlier.get("value"),
+                    "checkpoint": f"{run}/{CHECKPOINTS_DIR}/{name}", "run": run, "forked_from": fork, "params": used})
 
 
 class TrialLog:
@@ -361,11 +371,14 @@ class TrialLog:
             return ""
 
     def records(self) -> List[Dict[str, Any]]:
-        by_step = {}
+        """In the order they were first made: a run resumed from its checkpoint evaluates steps
+        again (the later evaluation counts), while PBT's runs of one trial evaluate the same steps
+        each on its own (all count: a run whose steps a later fork repeated was still trained)."""
+        by_run_step: Dict[Any, Dict[str, Any]] = {}
         for line in self.read_text().splitlines():
             record = json.loads(line)
-            by_step[record["step"]] = record  # a resumed trial may evaluate a step again
-        return [by_step[k] for k in sorted(by_step)]
+            by_run_step[record.get("run"), record["step"]] = record
+        return list(by_run_step.values())
 
 
 def _searcher(spec: SweepSpec):
@@ -575,7 +588,8 @@ def _trial_rows(spec: SweepSpec, grid, location: str, options) -> List[Dict[str,
     rows = []
     for result in grid:
         name = Path(result.path).name if result.path else ""
-        found = (result.metrics or {}).get("trial_id") or (TRIAL_ID.match(name).group(1) if TRIAL_ID.match(name) else None)
+        # the directory's id first: after a PBT exploit, Tune's last metrics for a trial can be its donor's
+        found = TRIAL_ID.match(name).group(1) if TRIAL_ID.match(name) else (result.metrics or {}).get("trial_id")
         records = TrialLog(location, found, options).records() if found else []
         scored = [r for r in records if r.get(spec.eval_key) is not None]
         pick = min if spec.mode == "min" else max

@@ -76,6 +76,32 @@ def test_resume_names_a_sweep_folder(tmp_path):
     assert line.startswith(f"ganflow: error: --resume {tmp_path / 'nowhere'}: no sweep.yaml there")
 
 
+def test_a_pbt_trial_lists_every_run_it_trained_even_when_a_later_fork_repeats_its_steps(tmp_path):
+    from ray.tune import Result
+
+    from ganflow.sweep import TrialLog, _trial_rows, load_spec
+
+    spec = load_spec(write_ring_sweep(tmp_path, scheduler="pbt"))
+    log = TrialLog(str(tmp_path), "a_00000")
+    # run1 evaluates 100 and 200; PBT forks run2 from the other trial's step-100 checkpoint (run2
+    # evaluates 200, and the other trial forks from it); then run3 from step 100 again repeats 200
+    for run, fork, step, score in [("r/run1", None, 100, 0.1), ("r/run1", None, 200, 0.2),
+                                   ("r/run2", "r/oth/checkpoints/step_100", 200, 0.5),
+                                   ("r/run3", "r/oth/checkpoints/step_100", 200, 0.3),
+                                   ("r/run3", "r/oth/checkpoints/step_100", 300, 0.4),
+                                   ("r/run3", "r/oth/checkpoints/step_100", 300, 0.35)]:  # run3 resumed
+        log.append({"step": step, spec.eval_key: score, "checkpoint": f"{run}/checkpoints/step_{step}",
+                    "run": run, "forked_from": fork, "params": {}})
+    # after a PBT exploit Tune's last metrics for a trial can be its donor's, trial id included
+    result = Result(metrics={"trial_id": "b_00001"}, checkpoint=None, error=None,
+                    path=str(tmp_path / "run_trial_a_00000_0_optim_g_lr=0.001"))
+    (row,) = _trial_rows(spec, [result], str(tmp_path), None)
+    assert row["runs"] == ["r/run1", "r/run2", "r/run3"]
+    assert row["forked_from"] == [None, "r/oth/checkpoints/step_100", "r/oth/checkpoints/step_100"]
+    assert (row["best_high_quality"], row["best_checkpoint"]) == (0.5, "r/run2/checkpoints/step_200")
+    assert (row["last_step"], row["last_high_quality"]) == (300, 0.35)
+
+
 def sweep_rows(location: Path):
     return [json.loads(line) for line in (location / "results.jsonl").read_text().splitlines()]
 
