@@ -262,13 +262,36 @@ def test_evaluation_during_training_on_two_workers_matches_ganflow_eval(cli, tmp
 
 def test_a_run_on_the_in_process_ray_is_quiet_about_rays_internals(tmp_path):
     """The README's front door: no RAY_ADDRESS, Ray starts in-process and ends with the command;
-    Ray Train's cleaner, which polls a State API this Ray has no dashboard for, stays silent."""
+    Ray Train's placement-group cleaner, which polls the State API, stays silent."""
     from tests.conftest import run_cli
 
     proc = run_cli("train", str(JOBS / "ring.yaml"), "train.steps=40", "train.log_every=20", "train.checkpoint_every=40",
                    f"storage.uri={tmp_path}", env={"RAY_ADDRESS": None}, timeout=300, check=True)
     assert Path(proc.stdout.strip().splitlines()[-1]).parent.parent == tmp_path
     assert "State API may be temporarily unavailable" not in proc.stderr
+
+
+def test_a_driver_joining_a_running_cluster_has_its_workers_ask_that_clusters_state_api(ray_cluster, tmp_path):
+    """Ray Train's placement-group cleaner asks the State API whether a run's controller lives. Left
+    to itself the State API asks the Ray that `ray start` started last on the machine, or one since
+    gone (a 10 s timeout then ended every run); a "no such actor" from another Ray makes the cleaner
+    remove a live run's workers."""
+    from tests.ray_head import start_head, stop_head
+
+    head, _ = start_head(tmp_path / "other-head.log", num_cpus=1)  # the machine's "current" Ray now
+    try:
+        code = ("import ray\nfrom ganflow.train import ensure_ray\nensure_ray()\n"
+                "@ray.remote(num_cpus=0)\nclass Probe:\n    def state(self):\n"
+                "        from ray.util.state import get_actor\n"
+                "        found = get_actor(ray.get_runtime_context().get_actor_id(), timeout=30)\n"
+                "        return found.state if found else 'no such actor'\n"
+                "print(ray.get(Probe.remote().state.remote()))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RAY_ADDRESS": ray_cluster}, cwd=Path(__file__).parents[1])
+    finally:
+        stop_head(head)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ALIVE", proc.stdout
 
 
 def test_workers_of_the_in_process_ray_use_as_many_torch_threads_as_their_cpus():
