@@ -109,9 +109,7 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
-    # as ganflow's in-process Ray: a dashboard, and workers told their cluster (ganflow.train.ensure_ray)
-    ray.init(address="local", num_cpus=2, num_gpus=1 if args.gpu else 0, include_dashboard=True,
-             dashboard_port=gtrain.free_dashboard_port(), runtime_env={"worker_process_setup_hook": "ganflow.rayhooks.pin_state_api"})
+    gtrain.start_local_ray(num_cpus=2, num_gpus=1 if args.gpu else 0)
     with tempfile.TemporaryDirectory() as tmp:
         # the plain loop's recipe: non-saturating loss, batch norm in both nets, no augmentation
         common = ["loss.name=nonsaturating", "model.spectral_norm=false", "model.d_norm=batch", "train.augment=",

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from ganflow.config import JobConfig, load
 from ganflow.objectstore import is_s3
+from ganflow.rayhooks import PIN_STATE_API
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 S3_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
@@ -161,7 +162,7 @@ def prepare_sweep(spec_path: str, overrides: List[str], staging: Path, ship_code
 def _submission(kind: str, name: str, spec: Path, entrypoint: str, cfg: JobConfig, staging: Path, ship_code: bool,
                 extra_env: List[str]) -> Submission:
     # pin_state_api: Ray Train's placement-group cleaner must ask this cluster, not another on the node
-    runtime_env: Dict[str, Any] = {"working_dir": str(staging), "worker_process_setup_hook": "ganflow.rayhooks.pin_state_api"}
+    runtime_env: Dict[str, Any] = {"working_dir": str(staging), **PIN_STATE_API}
     if ship_code:
         runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]  # this ganflow package
         runtime_env["excludes"] = ["__pycache__", "*.pyc"]

@@ -14,3 +14,7 @@ def pin_state_api() -> None:
     import ray
 
     os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+
+# the runtime_env that installs it: in-process Ray, drivers joining a cluster, submitted jobs
+PIN_STATE_API = {"worker_process_setup_hook": "ganflow.rayhooks.pin_state_api"}

@@ -299,7 +299,7 @@ def run_trial(config: Dict[str, Any], sweep: Dict[str, Any]) -> None:
     from ray.util.queue import Queue
 
     from ganflow import train
-    from ganflow.runs import CHECKPOINTS_DIR, store_options
+    from ganflow.runs import checkpoint_key_of, store_options
 
     cfg = load(sweep["job"], trial_overrides(sweep, config["params"]))
     trial_id = tune.get_context().get_trial_id()
@@ -343,9 +343,9 @@ def run_trial(config: Dict[str, Any], sweep: Dict[str, Any]) -> None:
         raise ended["error"]
     if fork and not logged:  # PBT copied a finished trial's last checkpoint: nothing left to train, and
         # no report to Tune either (PBT would exploit again at the same step), but the copy is this trial's run
-        run, name = ended["run"].uri, fork.rstrip("/").rpartition(f"/{CHECKPOINTS_DIR}/")[2]
+        run = ended["run"].uri
         log.append({"step": earlier["step"], sweep["eval_key"]: earlier.get("value"),
-                    "checkpoint": f"{run}/{CHECKPOINTS_DIR}/{name}", "run": run, "forked_from": fork, "params": used})
+                    "checkpoint": f"{run}/{checkpoint_key_of(fork)}", "run": run, "forked_from": fork, "params": used})
 
 
 class TrialLog:

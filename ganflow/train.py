@@ -289,26 +289,36 @@ def ensure_ray(address: Optional[str] = None) -> bool:
     "no such actor": the cleaner then removes the placement group of a run that is training."""
     import ray
 
+    from ganflow.rayhooks import PIN_STATE_API
+
     if ray.is_initialized():
         return False
-    # Workers told their own cluster's address: otherwise the State API asks the cluster the
-    # machine's `ray_current_cluster` file names, the newest one started there, which may be
-    # another or gone (a killed Ray leaves the file behind); the cleaner's call to a gone one
-    # waited out a 10 s timeout at the end of every run. A submitted job's workers get the hook
-    # from the submission (ganflow submit), and Ray refuses the same runtime_env key twice.
-    pinned = {} if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else \
-        {"runtime_env": {"worker_process_setup_hook": "ganflow.rayhooks.pin_state_api"}}
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, **pinned)
-    else:
-        # "local": always a new Ray of our own, never the last `ray start` cluster Ray would find
-        ray.init(address="local", include_dashboard=True, dashboard_port=free_dashboard_port(),
-                 logging_level=logging.WARNING, configure_logging=True, **pinned)
+    if not address:
+        start_local_ray()
+        return True
+    # A driver joining a cluster pins its workers too: otherwise the State API asks the cluster the
+    # machine's `ray_current_cluster` file names (the last `ray start` there, which may be another
+    # or gone: a killed head leaves the file behind), and the cleaner's call to a gone one waited
+    # out a 10 s timeout at the end of every run. A submitted job's workers get the hook from the
+    # submission (ganflow submit), and Ray refuses the same runtime_env key twice.
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    ray.init(address=address, logging_level=logging.WARNING, **({} if in_job else {"runtime_env": dict(PIN_STATE_API)}))
     return True
 
 
-def free_dashboard_port(preferred: int = 8265) -> int:
+def start_local_ray(**options: Any) -> None:
+    """A new Ray of our own ("local": never the last `ray start` cluster Ray would find), with its
+    dashboard and its workers pinned to it; `options` go to `ray.init` (num_cpus, ...)."""
+    import ray
+
+    from ganflow.rayhooks import PIN_STATE_API
+
+    ray.init(**{"address": "local", "include_dashboard": True, "dashboard_port": _free_dashboard_port(),
+                "logging_level": logging.WARNING, "configure_logging": True, "runtime_env": dict(PIN_STATE_API), **options})
+
+
+def _free_dashboard_port(preferred: int = 8265) -> int:
     import socket
 
     for port in (preferred, 0):

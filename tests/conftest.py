@@ -31,14 +31,13 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 def ray_cluster():
     import ray
 
+    from ganflow.train import start_local_ray
+
     # The cluster's processes get the (fake) S3 credentials from their environment, as they would
     # from an instance or pod role on a real cluster; drivers that connect bring none of their own.
     os.environ.update(S3_ENV)
-    # With its own dashboard, and its workers told its address, as ganflow's in-process Ray: Ray
-    # Train's placement-group cleaner asks the State API whether a run's controller still lives,
-    # and without a dashboard each run's end waited out that call's 10 s timeout.
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_port=free_port(),
-             configure_logging=False, runtime_env={"worker_process_setup_hook": "ganflow.rayhooks.pin_state_api"})
+    # as ganflow's in-process Ray (its dashboard, its workers told its address), 2 CPUs
+    start_local_ray(num_cpus=2, configure_logging=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
