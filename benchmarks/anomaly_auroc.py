@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.digits_split import train_run, write_split  # noqa: E402
-from ganflow.score import ScoreSettings, mean_by_label, score_images  # noqa: E402
+from ganflow.commands.score import ScoreSettings, mean_by_label, score_images  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
             print(f"held out {held}, {method}: AUROC {result['auroc']:.3f}; mean score {means[held]:.3f} (held out) vs "
                   f"{normal_mean:.3f} (the nine); {len(result['rows'])} images in {result['seconds']:.1f} s", flush=True)
         if args.workers:
-            from ganflow.train import ensure_ray
+            from ganflow.ray.cluster import ensure_ray
 
             ensure_ray()
             two = score_images(run, str(split / "test"), "recon", settings, workers=2)

@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 
 from ganflow import config
-from ganflow.evaluate import METRICS, Scored
+from ganflow.metrics.scoring import METRICS, Scored
 from ganflow.metrics.features import load_extractor
 from ganflow.metrics.kernels import feature_stats, frechet_distance
 from ganflow.metrics.reference import real_images
-from ganflow.sample import generate, load_generator
+from ganflow.core.sampling import generate
+from ganflow.commands.common import load_generator
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
 
@@ -42,10 +43,10 @@ def generator(run):
     if run:
         loaded = load_generator(run)
         return loaded.G, loaded.config
-    from ganflow.train import build_state
+    from ganflow.job import load_job, build_training
 
-    cfg = config.load(JOB)
-    return build_state(cfg, torch.device("cpu"))[1].G_ema.eval(), cfg
+    cfg = load_job(JOB)
+    return build_training(cfg, torch.device("cpu"))[1].G_ema.eval(), cfg
 
 
 def cost(G, cfg, num: int) -> None:
@@ -93,7 +94,7 @@ def floor(G, cfg, splits: int = 5) -> None:
 
 
 def share(run: str) -> None:
-    from ganflow.runs import Run
+    from ganflow.run.run import Run
 
     r = Run.open(run)
     records = r.read_metrics()

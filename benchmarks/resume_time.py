@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 from ganflow import config
-from ganflow import train as gtrain
-from ganflow.runs import Run, store_options
+from ganflow.job import load_job, build_training
+from ganflow.ray import cluster, driver
+from ganflow.run.run import Run
+from ganflow.store import store_options
 
 import loopback_s3  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
@@ -33,27 +35,27 @@ def main() -> None:
     loopback_s3.add_arguments(p)
     args = p.parse_args()
     server = loopback_s3.open_endpoint(args)
-    gtrain.ensure_ray()
+    cluster.ensure_ray()
     common = [f"train.steps={STEPS}", f"train.checkpoint_every={STEPS}", "train.sample_every=100000"]
     with tempfile.TemporaryDirectory() as tmp:
         sites = {
             "local": [f"storage.uri={tmp}"],
             "s3": [f"storage.uri=s3://{args.bucket}/bench", f"storage.endpoint_url={args.endpoint}"],
         }
-        runs = {name: gtrain.run(config.load(JOB, common + o)).uri for name, o in sites.items()}
+        runs = {name: driver.run(load_job(JOB, common + o)).uri for name, o in sites.items()}
         load_s, resume_s = {k: [] for k in sites}, {k: [] for k in sites}
         size_mb = sum(f.stat().st_size for f in Path(tmp).rglob("*.safetensors")) / 2**20
         for i in range(args.repeat):  # interleaved, so drift hits both sides alike
             for name, uri in runs.items():
-                cfg = config.load(JOB, common + sites[name])
+                cfg = load_job(JOB, common + sites[name])
                 run = Run.open(uri, store_options(cfg.storage))
                 t = time.perf_counter()
                 assert run.load_latest_checkpoint()[1]["step"] >= STEPS
                 load_s[name].append(time.perf_counter() - t)
                 steps = STEPS + 1 + i  # each repeat resumes from the previous one's final checkpoint
-                cfg = config.load(JOB, common + sites[name] + [f"train.steps={steps}", f"train.checkpoint_every={steps}"])
+                cfg = load_job(JOB, common + sites[name] + [f"train.steps={steps}", f"train.checkpoint_every={steps}"])
                 t = time.perf_counter()
-                gtrain.run(cfg, resume=uri)
+                driver.run(cfg, resume=uri)
                 resume_s[name].append(time.perf_counter() - t)
     if server is not None:
         server.stop()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import boto3
 
-from ganflow.objectstore import S3Options, S3Store
+from ganflow.store import S3Options, S3Store
 
 import loopback_s3  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 

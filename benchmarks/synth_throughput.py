@@ -18,8 +18,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ganflow.sample import load_generator  # noqa: E402
-from ganflow.synth import png_bytes, synthesize  # noqa: E402
+from ganflow.commands.common import load_generator  # noqa: E402
+from ganflow.commands.synth import png_bytes, synthesize  # noqa: E402
 
 
 def reference(run: str, num: int, out: Path) -> float:
@@ -44,7 +44,7 @@ def main() -> None:
     (scratch / "ref").mkdir()
     ref = reference(args.run, args.num, scratch / "ref")
     print(f"plain PyTorch loop, this process: {ref:.0f} images/s", flush=True)
-    from ganflow.train import ensure_ray
+    from ganflow.ray.cluster import ensure_ray
 
     started = time.perf_counter()
     ensure_ray()  # once, up front: the rates below include starting the actors, not Ray itself
@@ -53,7 +53,7 @@ def main() -> None:
                            ("ganflow synth, 1 Ray worker", -1)):
         out = scratch / f"w{workers}"
         if workers == -1:  # one Ray actor: the Ray path's own cost, against the in-process one
-            from ganflow.synth import _write_with_ray, plan, class_folder_names
+            from ganflow.commands.synth import _write_with_ray, plan, class_folder_names
 
             loaded = load_generator(args.run)
             shards = plan(args.num, None, loaded.G.num_classes)

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from ganflow import config
-from ganflow import train as gtrain
-from ganflow.data import BatchSampler, build_dataset
-from ganflow.gan import GANStep
+from ganflow.core.fit import Hooks, fit
+from ganflow.data import build_dataset
+from ganflow.job import batches_for, build_training, load_job
+from ganflow.ray import cluster, driver
 from ganflow.models import build_models
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
@@ -71,20 +72,26 @@ def plain_pytorch(cfg: config.JobConfig, steps: int, threads: int, device: str) 
     return images_per_s(step, steps, b, device)
 
 
+class _Windows(Hooks):
+    """Keeps each log window's images/s, as the Ray worker writes them to metrics.jsonl."""
+
+    def __init__(self):
+        self.windows = []
+
+    def log(self, step, metrics):
+        self.windows.append(metrics["throughput/imgs_per_s"])
+
+
 def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: str) -> float:
-    """ganflow's GANStep (EMA, seeded streams, sampler) in this process, no Ray: splits the
-    overhead between the GAN step itself and the Ray Train worker around it."""
+    """ganflow's Ray-free fit() loop (GAN step, EMA, seeded streams, sampler) in this process:
+    splits the overhead between the training loop itself and the Ray Train worker around it.
+    Median images/s over the log windows after the first, as `ganflow_timed_run` reads them."""
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    dataset, state = gtrain.build_state(cfg, dev)
-    stepper = GANStep(cfg, dev, dataset.num_classes, cfg.model.nz)
-    sampler = BatchSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, device=dev)
-    x = dataset.x.to(dev)
-
-    def batches(i):
-        return x[sampler.indices(i)], None
-
-    return images_per_s(lambda: stepper.step(state, state.G, state.D, batches), steps, cfg.train.batch_size, device)
+    dataset, state = build_training(cfg, dev)
+    hooks = _Windows()
+    fit(cfg, state, batches_for(cfg, dataset, state.G, device=dev), hooks)
+    return statistics.median(hooks.windows[1:])
 
 
 def ganflow_run(cfg: config.JobConfig) -> float:
@@ -94,7 +101,7 @@ def ganflow_run(cfg: config.JobConfig) -> float:
 def ganflow_timed_run(cfg: config.JobConfig) -> tuple:
     """(median images/s over the windows after the first, wall seconds of the whole run)."""
     started = time.perf_counter()
-    run = gtrain.run(cfg)
+    run = driver.run(cfg)
     wall = time.perf_counter() - started
     windows = [r["throughput/imgs_per_s"] for r in run.read_metrics()][1:]
     return statistics.median(windows), wall
@@ -109,7 +116,7 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
-    gtrain.start_local_ray(num_cpus=2, num_gpus=1 if args.gpu else 0)
+    cluster.start_local_ray(num_cpus=2, num_gpus=1 if args.gpu else 0)
     with tempfile.TemporaryDirectory() as tmp:
         # the plain loop's recipe: non-saturating loss, batch norm in both nets, no augmentation
         common = ["loss.name=nonsaturating", "model.spectral_norm=false", "model.d_norm=batch", "train.augment=",
@@ -119,9 +126,9 @@ def main() -> None:
         if args.tracking:
             one = common + ["scaling.num_workers=1", "scaling.resources_per_worker.CPU=2", "train.sample_every=50",
                             "train.checkpoint_every=100", f"tracking.wandb.dir={tmp}"]
-            plain = plain_pytorch(config.load(JOB, one), args.steps, threads=2, device="cpu")
-            off, off_wall = ganflow_timed_run(config.load(JOB, one))
-            on, on_wall = ganflow_timed_run(config.load(JOB, one + ["tracking.wandb.mode=offline"]))
+            plain = plain_pytorch(load_job(JOB, one), args.steps, threads=2, device="cpu")
+            off, off_wall = ganflow_timed_run(load_job(JOB, one))
+            on, on_wall = ganflow_timed_run(load_job(JOB, one + ["tracking.wandb.mode=offline"]))
             rows = [("plain PyTorch loop, 1 process, 2 threads", plain, None),
                     ("ganflow, 1 Ray worker, W&B disabled", off, plain),
                     ("ganflow, 1 Ray worker, W&B offline", on, plain)]
@@ -129,18 +136,18 @@ def main() -> None:
                   f"ratio {on_wall / off_wall:.3f}; images/s offline vs disabled {on / off:.3f}")
         elif args.gpu:
             gpu = ["scaling.use_gpu=true", "scaling.num_workers=1", "scaling.resources_per_worker.CPU=2"]
-            plain = plain_pytorch(config.load(JOB, common), args.steps, threads=2, device="cuda")
-            alone = ganflow_step_alone(config.load(JOB, common), args.steps, threads=2, device="cuda")
-            one = ganflow_run(config.load(JOB, common + gpu))
-            bf16 = ganflow_run(config.load(JOB, common + gpu + ["train.precision=bf16"]))
-            rows = [("plain PyTorch loop, 1 process, 1 GPU", plain, None), ("ganflow GANStep alone, no Ray, 1 GPU", alone, plain),
+            plain = plain_pytorch(load_job(JOB, common), args.steps, threads=2, device="cuda")
+            alone = ganflow_step_alone(load_job(JOB, common), args.steps, threads=2, device="cuda")
+            one = ganflow_run(load_job(JOB, common + gpu))
+            bf16 = ganflow_run(load_job(JOB, common + gpu + ["train.precision=bf16"]))
+            rows = [("plain PyTorch loop, 1 process, 1 GPU", plain, None), ("ganflow fit() alone, no Ray, 1 GPU", alone, plain),
                     ("ganflow, 1 Ray worker, 1 GPU", one, plain), ("ganflow, 1 Ray worker, 1 GPU, bf16", bf16, plain)]
         else:
-            cfg1 = config.load(JOB, common + ["scaling.num_workers=1", "scaling.resources_per_worker.CPU=2"])
-            cfg2 = config.load(JOB, common + ["scaling.num_workers=2", "scaling.resources_per_worker.CPU=1"])
+            cfg1 = load_job(JOB, common + ["scaling.num_workers=1", "scaling.resources_per_worker.CPU=2"])
+            cfg2 = load_job(JOB, common + ["scaling.num_workers=2", "scaling.resources_per_worker.CPU=1"])
             plain = plain_pytorch(cfg1, args.steps, threads=2, device="cpu")
             rows = [("plain PyTorch loop, 1 process, 2 threads", plain, None),
-                    ("ganflow GANStep alone, no Ray, 2 threads", ganflow_step_alone(cfg1, args.steps, 2, "cpu"), plain),
+                    ("ganflow fit() alone, no Ray, 2 threads", ganflow_step_alone(cfg1, args.steps, 2, "cpu"), plain),
                     ("ganflow, 1 Ray worker (2 CPUs)", ganflow_run(cfg1), plain),
                     ("ganflow, 2 Ray workers (1 CPU each, DDP)", ganflow_run(cfg2), plain)]
     ray.shutdown()

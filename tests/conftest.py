@@ -31,7 +31,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 def ray_cluster():
     import ray
 
-    from ganflow.train import start_local_ray
+    from ganflow.ray.cluster import start_local_ray
 
     # The cluster's processes get the (fake) S3 credentials from their environment, as they would
     # from an instance or pod role on a real cluster; drivers that connect bring none of their own.
@@ -126,18 +126,12 @@ def trained_checkpoint(tmp_path, job: str, steps: int = 3, overrides: tuple = ()
     """A checkpoint directory of `job` after `steps` GAN steps on batches of 32 (CPU, no Ray)."""
     import torch
 
-    from ganflow import checkpoint as ckpt
-    from ganflow import config
-    from ganflow.data import BatchSampler
-    from ganflow.gan import GANStep
-    from ganflow.train import build_state, data_meta
+    from ganflow.core.fit import fit
+    from ganflow.job import batches_for, build_training, load_job
+    from ganflow.run import checkpoint as ckpt
 
-    cfg = config.load(JOBS / job, ["train.batch_size=32", *overrides])
-    ds, st = build_state(cfg, torch.device("cpu"))
-    step = GANStep(cfg, torch.device("cpu"), ds.num_classes, cfg.model.nz)
-    sampler = BatchSampler(len(ds), 32, cfg.train.seed)
-    y = ds.y if ds.num_classes else None
-    for _ in range(steps):
-        step.step(st, st.G, st.D, lambda j: (ds.x[sampler.indices(j)], None if y is None else y[sampler.indices(j)]))
+    cfg = load_job(JOBS / job, ["train.batch_size=32", f"train.steps={steps}", *overrides])
+    ds, st = build_training(cfg, torch.device("cpu"))
+    fit(cfg, st, batches_for(cfg, ds, st.G))
     return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / job.replace(".yaml", ""),
-                                 data_meta(ds))
+                                 ds.meta)

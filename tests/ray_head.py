@@ -23,7 +23,7 @@ def start_head(log: Path, num_cpus: int = 2, timeout_s: float = 120) -> Tuple[su
     """(process, dashboard address). The head gets no AWS or RAY_* settings of its own, and this
     Python's bin/ first on PATH (the cluster's `python`); every port is a free one, so it runs
     beside any other Ray on the machine."""
-    from ganflow.jobs import client
+    from ganflow.ray.jobs import client
 
     dashboard = free_port()
     bin_dir = str(Path(sys.executable).parent)

@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganflow import checkpoint as ckpt
+from ganflow.core.state import DataMeta
+from ganflow.run import checkpoint as ckpt
+from ganflow.run.layout import RunLayout
 from ganflow import config
-from ganflow.gan import GANStep
-from ganflow.objectstore import LocalStore
-from ganflow.train import build_state
+from ganflow.core.fit import fit
+from ganflow.store import LocalStore
+from ganflow.job import batches_for, build_training, load_job
 
 
 def _trained_state(overrides=(), steps=2):
-    cfg = config.load(None, ["data.resolution=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8", *overrides])
-    ds, st = build_state(cfg, torch.device("cpu"))
-    step = GANStep(cfg, torch.device("cpu"), ds.num_classes if cfg.model.name == "cdcgan" else 0, cfg.model.nz)
-    y = ds.y if cfg.model.name == "cdcgan" else None
-    for _ in range(steps):
-        step.step(st, st.G, st.D, lambda i: (ds.x[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8] if y is not None else None))
+    cfg = load_job(None, ["data.resolution=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8", f"train.steps={steps}",
+                          *overrides])
+    ds, st = build_training(cfg, torch.device("cpu"))
+    fit(cfg, st, batches_for(cfg, ds, st.G))
     return cfg, st
 
 
@@ -38,8 +38,8 @@ def _flat(sd, prefix=""):
 @pytest.mark.parametrize("overrides", [(), ("model.name=cdcgan", "model.spectral_norm=true", "loss.name=hinge")])
 def test_round_trip_restores_every_tensor_and_number(tmp_path, overrides):
     cfg, st = _trained_state(overrides)
-    ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "c", {"sample_shape": [1, 16, 16]})
-    _, fresh = build_state(cfg, torch.device("cpu"))
+    ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "c", DataMeta((1, 16, 16)))
+    _, fresh = build_training(cfg, torch.device("cpu"))
     loaded, manifest = ckpt.load_checkpoint(tmp_path / "c")
     fresh.load_state_dict(loaded)
     a, b = _flat(st.state_dict()), _flat(fresh.state_dict())
@@ -91,7 +91,7 @@ def test_manifest_is_plain_json_without_pickles(tmp_path):
 
 
 def _s3_store(s3, prefix="team/runs"):
-    from ganflow.objectstore import S3Options, S3Store
+    from ganflow.store import S3Options, S3Store
 
     endpoint, bucket = s3
     return S3Store(f"s3://{bucket}/{prefix}", S3Options(endpoint_url=endpoint))
@@ -102,7 +102,7 @@ def _publish_steps(store, tmp_path, run_key, steps):
     for s in steps:
         st.step = s
         local = ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / f"local_{s}")
-        ckpt.publish_to(store, local, f"{run_key}/checkpoints/{ckpt.step_dir_name(s)}")
+        ckpt.publish_to(store, local, f"{run_key}/checkpoints/{RunLayout.step_name(s)}")
     return st
 
 

@@ -5,25 +5,26 @@ from __future__ import annotations
 import pytest
 
 from ganflow import cli, config
+from ganflow.job import load_job
 from tests.conftest import JOBS, run_cli
 
 
 @pytest.mark.parametrize("job", sorted(p for p in JOBS.glob("*.yaml") if not p.name.startswith("sweep_")), ids=lambda p: p.name)
 def test_every_shipped_job_validates(job):
-    cfg = config.load(job)
+    cfg = load_job(job)
     assert cfg.train.batch_size % cfg.scaling.num_workers == 0
 
 
 @pytest.mark.parametrize("spec", sorted(JOBS.glob("sweep_*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_sweep_validates(spec):
-    from ganflow.sweep import load_spec
+    from ganflow.sweep.spec import load_spec
 
     loaded = load_spec(spec)
     assert loaded.space and loaded.metric and loaded.mode in ("min", "max") and loaded.base.eval.every
 
 
 def test_overrides_reach_nested_fields():
-    cfg = config.load(JOBS / "quickstart.yaml", ["train.steps=500", "optim.g.lr=1e-4", "scaling.resources_per_worker.GPU=1"])
+    cfg = load_job(JOBS / "quickstart.yaml", ["train.steps=500", "optim.g.lr=1e-4", "scaling.resources_per_worker.GPU=1"])
     assert cfg.train.steps == 500
     assert cfg.optim.g.lr == 1e-4
     assert cfg.optim.d.lr == 2e-4
@@ -31,17 +32,17 @@ def test_overrides_reach_nested_fields():
 
 
 def test_loss_defaults_follow_the_loss():
-    wgan = config.load(None, ["loss.name=wgan-gp"])
+    wgan = load_job(None, ["loss.name=wgan-gp"])
     assert (wgan.loss.gp_weight, wgan.loss.n_critic) == (10.0, 5)
-    hinge = config.load(None, ["loss.name=hinge"])
+    hinge = load_job(None, ["loss.name=hinge"])
     assert (hinge.loss.gp_weight, hinge.loss.n_critic) == (0.0, 1)
 
 
 def test_config_round_trips_through_dict_and_yaml(tmp_path):
-    cfg = config.load(JOBS / "quickstart.yaml", ["loss.name=wgan-gp"])
+    cfg = load_job(JOBS / "quickstart.yaml", ["loss.name=wgan-gp"])
     assert config.from_dict(cfg.to_dict()) == cfg
     (tmp_path / "c.yaml").write_text(cfg.to_yaml())
-    assert config.load(tmp_path / "c.yaml") == cfg
+    assert load_job(tmp_path / "c.yaml") == cfg
     assert cfg.hash() == config.from_dict(cfg.to_dict()).hash()
 
 

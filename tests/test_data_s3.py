@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from ganflow import config
+from ganflow.job import load_job
 from ganflow.data import build_dataset
-from ganflow.objectstore import S3Options, S3Store
-from ganflow.runs import Run
+from ganflow.store import S3Options, S3Store
+from ganflow.run.run import Run
 from tests.conftest import JOBS
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def put_pngs(endpoint: str, bucket: str, prefix: str = "images") -> list:
 
 
 def image_cfg(endpoint: str, bucket: str, *overrides: str):
-    return config.load(JOBS / "quickstart.yaml", [
+    return load_job(JOBS / "quickstart.yaml", [
         "data.name=images", f"data.path=s3://{bucket}/images", "data.resolution=16", "data.channels=1",
         f"storage.endpoint_url={endpoint}", f"storage.uri=s3://{bucket}/runs", "model.ngf=8", "model.ndf=8", "model.nz=16",
         "train.batch_size=16", *overrides])
@@ -50,7 +51,7 @@ def read_shard_paths(loop_config: dict) -> None:
     import ray.train
 
     from ganflow.data.images import StreamedBatches
-    from ganflow.runs import store_options
+    from ganflow.store import store_options
 
     cfg = config.from_dict(loop_config["job"])
     ctx = ray.train.get_context()
@@ -72,7 +73,7 @@ def test_two_workers_each_stream_a_disjoint_shard_of_the_bucket(ray_cluster, s3,
     from ray.train.torch import TorchTrainer
 
     from ganflow.data.images import ray_dataset
-    from ganflow.runs import store_options
+    from ganflow.store import store_options
 
     endpoint, bucket = s3
     keys = put_pngs(endpoint, bucket)

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ganflow.sample import interpolation_grid, load_generator, slerp
+from ganflow.core.sampling import interpolation_grid, slerp
+from ganflow.commands.common import load_generator
 from tests.conftest import trained_checkpoint, run_cli
 
 

@@ -6,18 +6,18 @@ import pytest
 import torch
 
 from ganflow import config
-from ganflow.augment import DiffAugment
-from ganflow.gan import GANStep
-from ganflow.train import build_state
+from ganflow.core.augment import DiffAugment
+from ganflow.core.gan import GANStep
+from ganflow.job import load_job, build_training
 
 CPU = torch.device("cpu")
 SMALL = ["data.resolution=16", "model.nz=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8"]
 
 
 def setup(*overrides):
-    cfg = config.load(None, SMALL + list(overrides))
-    ds, st = build_state(cfg, CPU)
-    classes = ds.num_classes if cfg.model.name == "cdcgan" else 0
+    cfg = load_job(None, SMALL + list(overrides))
+    ds, st = build_training(cfg, CPU)
+    classes = st.G.num_classes  # what the model takes, as training decides it
     step = GANStep(cfg, CPU, classes, cfg.model.nz)
     seen = []
 
@@ -69,9 +69,9 @@ def test_same_seed_same_losses_different_seed_different_losses():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_step_runs_and_keeps_fp32_weights(precision):
-    cfg = config.load(None, SMALL + ["loss.r1_gamma=1.0"])
+    cfg = load_job(None, SMALL + ["loss.r1_gamma=1.0"])
     cfg.train.precision = precision  # CPU autocast exercises the code path; GPUs are where it pays
-    ds, st = build_state(cfg, CPU)
+    ds, st = build_training(cfg, CPU)
     step = GANStep(cfg, CPU, 0, cfg.model.nz)
     for _ in range(3):
         out = step.step(st, st.G, st.D, lambda i: (ds.x[:8], None), want_norms=True)

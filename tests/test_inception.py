@@ -99,7 +99,7 @@ def test_a_file_that_is_not_the_inception_weights_is_refused_in_one_line(tmp_pat
 def test_weights_are_read_once_from_an_s3_uri_into_the_cache(fake_weights, isolated_cache, s3):
     import boto3
 
-    from ganflow.objectstore import S3Options
+    from ganflow.store import S3Options
 
     endpoint, bucket = s3
     boto3.client("s3", endpoint_url=endpoint).upload_file(str(fake_weights), bucket, f"models/{WEIGHT_FILES[0]}")
@@ -113,13 +113,13 @@ def test_weights_are_read_once_from_an_s3_uri_into_the_cache(fake_weights, isola
 
 
 def test_fid_kid_is_pr_on_inception_features_with_reference_statistics_cached(fake_weights, tmp_path):
-    from ganflow.evaluate import Scorer
-    from ganflow.train import build_state
+    from ganflow.metrics.scoring import Scorer
+    from ganflow.job import load_job, build_training
 
-    cfg = config.load(JOBS / "quickstart.yaml", ["data.resolution=16", "model.ngf=8", "model.ndf=8", "eval.extractor=inception",
+    cfg = load_job(JOBS / "quickstart.yaml", ["data.resolution=16", "model.ngf=8", "model.ndf=8", "eval.extractor=inception",
                                                  f"eval.inception_weights={fake_weights}", "eval.reference_samples=24",
                                                  f"storage.uri={tmp_path}"])
-    _, state = build_state(cfg, torch.device("cpu"))
+    _, state = build_training(cfg, torch.device("cpu"))
     scorer = Scorer(cfg, ["fid", "kid", "is", "pr"])
     report = scorer(state.G.eval(), num=24)
     assert set(report) == {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall"}

@@ -17,8 +17,10 @@ import pytest
 import yaml
 
 from ganflow import config
-from ganflow.jobs import prepare_train
-from ganflow.objectstore import S3Options, StorageError, open_store, pyarrow_s3
+from ganflow.job import load_job
+from ganflow.commands.submit import prepare_train
+from ganflow.store import S3Options, StorageError, open_store
+from ganflow.store.s3 import pyarrow_s3
 from tests.conftest import JOBS, ROOT
 
 INFRA = ROOT / "infra"
@@ -82,12 +84,12 @@ def test_the_compose_usage_lines_submit_a_valid_job_to_that_cluster(tmp_path):
     args = usage_command(text, "submit")
     job, overrides = args[0], [a for a in args[1:] if "=" in a and not a.startswith("-")]
     assert args[args.index("--address") + 1] == "http://127.0.0.1:8265"
-    cfg = config.load(ROOT / job, overrides)
+    cfg = load_job(ROOT / job, overrides)
     assert cfg.storage.uri == "s3://ganflow/runs" and cfg.storage.endpoint_url == "http://minio:9000"
     assert "mc mb --ignore-existing local/ganflow" in text  # the bucket the job writes to exists
     assert "9000" in str(compose()["services"]["minio"]["ports"])
     prepare_train(str(ROOT / job), overrides, tmp_path)  # what `ganflow submit` sends: it accepts the job
-    assert config.load(tmp_path / "job.yaml").storage.endpoint_url == "http://minio:9000"
+    assert load_job(tmp_path / "job.yaml").storage.endpoint_url == "http://minio:9000"
     sample = usage_command(text, "sample")
     assert sample[0].startswith("s3://ganflow/runs/")
 
@@ -121,7 +123,7 @@ def test_the_rayjob_entrypoint_runs_a_job_the_image_ships():
     assert words[:4] == ["python", "-m", "ganflow.cli", "train"]
     job = words[4]
     assert job.startswith("/opt/ganflow/jobs/")
-    cfg = config.load(JOBS / job.removeprefix("/opt/ganflow/jobs/"), words[5:])
+    cfg = load_job(JOBS / job.removeprefix("/opt/ganflow/jobs/"), words[5:])
     assert cfg.storage.uri == "s3://team-bucket/runs"
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from ganflow.gan import ema_update
-from ganflow.losses import build_loss, gradient_penalty, r1_penalty
+from ganflow.core.gan import ema_update
+from ganflow.core.losses import build_loss, gradient_penalty, r1_penalty
 
 R = torch.tensor([2.0, -1.0])  # real logits
 F_ = torch.tensor([0.5, -3.0])  # fake logits

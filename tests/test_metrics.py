@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from ganflow.job import load_job
 from ganflow.metrics.kernels import feature_stats, frechet_distance, inception_score, kernel_distance, precision_recall
-from ganflow.evaluate import METRICS
+from ganflow.metrics.scoring import METRICS
 from ganflow.metrics.modes import mode_coverage
 from tests.conftest import JOBS
 
@@ -104,7 +105,7 @@ def test_digits_fid_of_real_digits_is_near_the_floor_and_noise_or_one_class_scor
     from ganflow.metrics.features import load_extractor
     from ganflow import config
 
-    extractor = load_extractor(config.load(JOBS / "quickstart.yaml"))
+    extractor = load_extractor(load_job(JOBS / "quickstart.yaml"))
     x_tr, y_tr, x_te, y_te = digits_split()
     x = torch.cat([x_tr, x_te])[torch.randperm(1797, generator=torch.Generator().manual_seed(1))]
     reference, real = x[:898], x[898:]
@@ -128,12 +129,12 @@ def _score_in_process_group(rank: int, world: int, store: str, job: str, overrid
     import torch.distributed as dist
 
     from ganflow import config
-    from ganflow.evaluate import score
-    from ganflow.train import build_state
+    from ganflow.metrics.scoring import score
+    from ganflow.job import load_job, build_training
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    cfg = config.load(job, overrides)
-    _, state = build_state(cfg, torch.device("cpu"))  # seeded: the same G in every process
+    cfg = load_job(job, overrides)
+    _, state = build_training(cfg, torch.device("cpu"))  # seeded: the same G in every process
     report = score(state.G.eval(), cfg, names, num=301, rank=rank, world=world)
     if rank == 0:
         Path(out).write_text(_json.dumps(report))
@@ -168,11 +169,11 @@ def test_a_metric_scored_by_two_workers_equals_one_worker_on_the_same_samples(tm
 
 def test_class_coverage_of_a_run_on_some_digits_counts_only_those_digits():
     from ganflow import config
-    from ganflow.evaluate import Scored
+    from ganflow.metrics.scoring import Scored
 
     probs = torch.eye(10)[torch.arange(900) % 9]  # digits 0-8 evenly, never a 9
-    every = config.load(JOBS / "quickstart.yaml")
-    some = config.load(JOBS / "quickstart.yaml", ["data.classes=[0,1,2,3,4,5,6,7,8]"])
+    every = load_job(JOBS / "quickstart.yaml")
+    some = load_job(JOBS / "quickstart.yaml", ["data.classes=[0,1,2,3,4,5,6,7,8]"])
     assert METRICS["classes"].compute(Scored(every, probs=probs)) == {"min_class_share": 0.0, "classes_covered_5pct": 9}
     got = METRICS["classes"].compute(Scored(some, probs=probs))
     assert got["classes_covered_5pct"] == 9 and got["min_class_share"] == pytest.approx(1 / 9)

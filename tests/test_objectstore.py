@@ -8,7 +8,7 @@ import os
 import boto3
 import pytest
 
-from ganflow.objectstore import LocalStore, NotFound, S3Options, S3Store, StorageError, open_store
+from ganflow.store import LocalStore, NotFound, S3Options, S3Store, StorageError, open_store
 from tests.conftest import free_port
 
 

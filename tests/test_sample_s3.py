@@ -5,22 +5,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ganflow import checkpoint as ckpt
-from ganflow import config
-from ganflow.gan import GANStep
-from ganflow.objectstore import S3Options, S3Store
-from ganflow.sample import generate, load_generator
-from ganflow.train import build_state, data_meta
+from ganflow.run import checkpoint as ckpt
+from ganflow.core.fit import fit
+from ganflow.store import S3Options, S3Store
+from ganflow.core.sampling import generate
+from ganflow.commands.common import load_generator
+from ganflow.job import batches_for, build_training, load_job
 from tests.conftest import JOBS, S3_ENV, run_cli
 
 
 def _ring_checkpoint(tmp_path):
-    cfg = config.load(JOBS / "ring.yaml", ["train.batch_size=64"])
-    ds, st = build_state(cfg, torch.device("cpu"))
-    step = GANStep(cfg, torch.device("cpu"), 0, cfg.model.nz)
-    for _ in range(3):
-        step.step(st, st.G, st.D, lambda i: (ds.x[i * 64:(i + 1) * 64], None))
-    return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "local", data_meta(ds))
+    cfg = load_job(JOBS / "ring.yaml", ["train.batch_size=64", "train.steps=3"])
+    ds, st = build_training(cfg, torch.device("cpu"))
+    fit(cfg, st, batches_for(cfg, ds, st.G))
+    return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "local", ds.meta)
 
 
 def test_sample_from_a_run_in_s3_matches_sampling_the_same_checkpoint_locally(s3, tmp_path):

@@ -12,8 +12,8 @@ import torch
 
 from ganflow.config import DataConfig
 from ganflow.data import build_dataset
-from ganflow.objectstore import S3Options, S3Store
-from ganflow.score import ScoreError, ScoreSettings, score_images
+from ganflow.store import S3Options, S3Store
+from ganflow.commands.score import ScoreError, ScoreSettings, score_images
 from tests.conftest import S3_ENV, run_cli, trained_checkpoint
 
 HELD_IN, HELD_OUT = ("0", "1"), ("3", "7")

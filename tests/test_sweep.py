@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from ganflow import config
-from ganflow.checkpoint import read_manifest
-from ganflow.runs import Run
-from ganflow.wandb_files import offline_runs
+from ganflow.job import load_job
+from ganflow.run.checkpoint import read_manifest
+from ganflow.run.run import Run
+from ganflow.tracking.runfiles import offline_runs
 from tests.conftest import JOBS, run_cli
 
 RING_SWEEP = JOBS / "sweep_ring.yaml"
@@ -79,7 +80,9 @@ def test_resume_names_a_sweep_folder(tmp_path):
 def test_a_pbt_trial_lists_every_run_it_trained_even_when_a_later_fork_repeats_its_steps(tmp_path):
     from ray.tune import Result
 
-    from ganflow.sweep import TrialLog, _trial_rows, load_spec
+    from ganflow.sweep.results import _trial_rows
+    from ganflow.sweep.spec import load_spec
+    from ganflow.sweep.trial import TrialLog
 
     spec = load_spec(write_ring_sweep(tmp_path, scheduler="pbt"))
     log = TrialLog(str(tmp_path), "a_00000")
@@ -138,7 +141,7 @@ def test_an_asha_sweep_of_ring_stops_the_worst_trials_early_and_its_best_yaml_tr
     assert len(set(wandb_ids)) == 4
     for header in ("trial", "optim.g.lr", "high_quality"):
         assert header in proc.stderr  # the trial table
-    again = config.load(best_yaml)  # a job `ganflow train` takes as it is: validated, the winning values in it
+    again = load_job(best_yaml)  # a job `ganflow train` takes as it is: validated, the winning values in it
     assert again.optim.g.lr == pytest.approx(best["values"]["optim.g.lr"]) and again.train.steps == 600
 
 

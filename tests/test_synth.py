@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from ganflow import config
+from ganflow.job import load_job
 from ganflow.data import build_dataset
-from ganflow.objectstore import S3Options, S3Store
-from ganflow.synth import MANIFEST, SHARD_SIZE, plan, synthesize
+from ganflow.store import S3Options, S3Store
+from ganflow.commands.synth import MANIFEST, SHARD_SIZE, plan, synthesize
 from tests.conftest import JOBS, S3_ENV, run_cli, trained_checkpoint
 
 
@@ -38,7 +39,7 @@ def test_a_png_set_has_exact_class_counts_a_manifest_and_reads_back_as_a_labelle
         assert key in saved
     assert saved["checkpoint"] == str(cdcgan) and saved["seed"] == 1
 
-    cfg = config.load(JOBS / "dcgan_images_64.yaml", [f"data.path={out}", "data.resolution=32", "data.channels=1"])
+    cfg = load_job(JOBS / "dcgan_images_64.yaml", [f"data.path={out}", "data.resolution=32", "data.channels=1"])
     ds = build_dataset(cfg.data)
     assert len(ds) == 30 and ds.num_classes == 10
     assert np.bincount(ds.y.numpy()).tolist() == [3] * 10

@@ -11,48 +11,52 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganflow import checkpoint as ckpt
-from ganflow import config, tracking
+from ganflow.run import checkpoint as ckpt
+from ganflow import config
+from ganflow.config import REDACTED, redact
+from ganflow.tracking.artifacts import resolve_artifact
+from ganflow.tracking.settings import TrackingError, prepare, resolve
+from ganflow.tracking.tracker import Tracker, open_tracker
 from ganflow.config import WandbConfig
-from ganflow.dashboard import build_workspace, workspace_json
-from ganflow.train import build_state
-from ganflow.visual import grid_png
-from ganflow.wandb_files import offline_runs, records
+from ganflow.tracking.dashboard import build_workspace, workspace_json
+from ganflow.job import load_job, build_training
+from ganflow.core.visual import grid_png
+from ganflow.tracking.runfiles import offline_runs, records
 from tests.conftest import run_cli
 
 SECRET = "wandb-key-" + "Qx7" * 10  # 40 characters, like a real W&B key
 
 
 def settings(tmp_path, **kw) -> dict:
-    return tracking.resolve(WandbConfig(dir=str(tmp_path), mode="offline", **kw), env={}).to_dict()
+    return resolve(WandbConfig(dir=str(tmp_path), mode="offline", **kw), env={}).to_dict()
 
 
 def test_mode_is_offline_without_a_key_and_online_with_one():
-    assert tracking.resolve(WandbConfig(), env={}).mode == "offline"
-    assert tracking.resolve(WandbConfig(), env={"WANDB_API_KEY": SECRET}).mode == "online"
-    assert tracking.resolve(WandbConfig(), env={"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}).mode == "offline"
-    assert tracking.resolve(WandbConfig(), env={"WANDB_MODE": "dryrun"}).mode == "offline"
-    assert tracking.resolve(WandbConfig(mode="disabled"), env={"WANDB_API_KEY": SECRET}).mode == "disabled"
-    with pytest.raises(tracking.TrackingError, match="WANDB_MODE"):
-        tracking.resolve(WandbConfig(), env={"WANDB_MODE": "sometimes"})
+    assert resolve(WandbConfig(), env={}).mode == "offline"
+    assert resolve(WandbConfig(), env={"WANDB_API_KEY": SECRET}).mode == "online"
+    assert resolve(WandbConfig(), env={"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}).mode == "offline"
+    assert resolve(WandbConfig(), env={"WANDB_MODE": "dryrun"}).mode == "offline"
+    assert resolve(WandbConfig(mode="disabled"), env={"WANDB_API_KEY": SECRET}).mode == "disabled"
+    with pytest.raises(TrackingError, match="WANDB_MODE"):
+        resolve(WandbConfig(), env={"WANDB_MODE": "sometimes"})
 
 
 def test_files_go_to_the_configured_dir_else_wandb_dir_else_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert tracking.resolve(WandbConfig(), env={}).dir == str(tmp_path)
-    assert tracking.resolve(WandbConfig(), env={"WANDB_DIR": "/data/wb"}).dir == "/data/wb"
-    assert tracking.resolve(WandbConfig(dir="/x"), env={"WANDB_DIR": "/data/wb"}).dir == "/x"
+    assert resolve(WandbConfig(), env={}).dir == str(tmp_path)
+    assert resolve(WandbConfig(), env={"WANDB_DIR": "/data/wb"}).dir == "/data/wb"
+    assert resolve(WandbConfig(dir="/x"), env={"WANDB_DIR": "/data/wb"}).dir == "/x"
 
 
 def test_unwritable_dir_fails_at_start_or_disables_tracking_as_configured(tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    cfg = config.load(None, [f"tracking.wandb.dir={blocker / 'sub'}", "tracking.wandb.mode=offline"])
-    with pytest.raises(tracking.TrackingError, match=r"^tracking\.wandb\.dir: cannot write"):
-        tracking.prepare(cfg)
+    cfg = load_job(None, [f"tracking.wandb.dir={blocker / 'sub'}", "tracking.wandb.mode=offline"])
+    with pytest.raises(TrackingError, match=r"^tracking\.wandb\.dir: cannot write"):
+        prepare(cfg)
     cfg.tracking.wandb.on_error = "disable"
     with caplog.at_level(logging.WARNING, logger="ganflow.tracking"):
-        assert tracking.prepare(cfg).mode == "disabled"
+        assert prepare(cfg).mode == "disabled"
     assert "W&B tracking disabled: tracking.wandb.dir" in caplog.text
 
 
@@ -62,33 +66,35 @@ def test_online_without_a_reachable_server_is_one_clear_error(tmp_path, monkeypa
     monkeypatch.setenv("WANDB_API_KEY", SECRET)  # with a key and no WANDB_MODE, runs are online
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    monkeypatch.setattr(tracking, "ONLINE_CHECK_TIMEOUT_S", 3.0)
-    cfg = config.load(None, [f"tracking.wandb.dir={tmp_path}"])
-    with pytest.raises(tracking.TrackingError, match=r"^tracking\.wandb\.mode: online, but W&B") as err:
-        tracking.prepare(cfg)
+    import ganflow.tracking.settings
+
+    monkeypatch.setattr(ganflow.tracking.settings, "ONLINE_CHECK_TIMEOUT_S", 3.0)
+    cfg = load_job(None, [f"tracking.wandb.dir={tmp_path}"])
+    with pytest.raises(TrackingError, match=r"^tracking\.wandb\.mode: online, but W&B") as err:
+        prepare(cfg)
     assert SECRET not in str(err.value)
     cfg.tracking.wandb.on_error = "disable"
-    assert tracking.prepare(cfg).mode == "disabled"
+    assert prepare(cfg).mode == "disabled"
 
 
 def test_redaction_covers_secret_keys_urls_and_environment_values():
     env = {"AWS_SECRET_ACCESS_KEY": "aws-Secret-Value-123", "WANDB_API_KEY": SECRET, "HOME": "/root"}
     cfg = {"storage": {"uri": "s3://bucket/p", "endpoint_url": "http://user:pw-123@minio:9000/x"},
            "custom": {"api_token": "anything", "note": f"key is {SECRET} and aws-Secret-Value-123"}, "lr": 2e-4}
-    out = tracking.redact(cfg, env=env)
+    out = redact(cfg, env=env)
     text = json.dumps(out)
     for secret in (SECRET, "aws-Secret-Value-123", "pw-123", "anything"):
         assert secret not in text
     assert out["storage"]["endpoint_url"] == "http://minio:9000/x"
-    assert out["custom"]["api_token"] == tracking.REDACTED
+    assert out["custom"]["api_token"] == REDACTED
     assert out["lr"] == 2e-4 and out["storage"]["uri"] == "s3://bucket/p"
 
 
 @pytest.fixture
 def checkpoint_dirs(tmp_path):
     """Two real checkpoints of a small digits DCGAN, as a run directory holds them."""
-    cfg = config.load(None, ["data.resolution=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8"])
-    _, st = build_state(cfg, torch.device("cpu"))
+    cfg = load_job(None, ["data.resolution=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8"])
+    _, st = build_training(cfg, torch.device("cpu"))
     out = []
     for step in (10, 20):
         st.step = step
@@ -99,7 +105,7 @@ def checkpoint_dirs(tmp_path):
 def test_tracker_logs_scalars_samples_and_checkpoint_references(tmp_path, checkpoint_dirs):
     cfg, (c10, c20) = checkpoint_dirs
     wb = tmp_path / "wb"
-    t = tracking.open_tracker(settings(wb, group="sweep-a", tags=["t1"]), "run-abc", cfg.to_dict(), rank=0)
+    t = open_tracker(settings(wb, group="sweep-a", tags=["t1"]), "run-abc", cfg.to_dict(), rank=0)
     png = grid_png(torch.rand(4, 1, 16, 16) * 2 - 1)
     for step in (10, 20):
         t.log({"loss/d": 1.0 / step, "loss/g": 2.0, "step": step}, step)
@@ -128,22 +134,22 @@ def test_tracker_logs_scalars_samples_and_checkpoint_references(tmp_path, checkp
     (gen,) = [a for a in run.artifacts if a.type == "model"]
     assert gen.name == "generator-run-abc" and set(gen.references) == {"manifest.json", "G_ema.safetensors"}
 
-    assert tracking.resolve_artifact("wandb:ganflow/checkpoints-run-abc:best", str(wb)) == str(c10)
-    assert tracking.resolve_artifact("wandb:checkpoints-run-abc", str(wb)) == str(c20)  # alias latest
-    assert tracking.resolve_artifact("wandb:team/ganflow/generator-run-abc:latest", str(wb)) == str(c20)
-    with pytest.raises(tracking.TrackingError, match="no offline W&B run"):
-        tracking.resolve_artifact("wandb:ganflow/checkpoints-run-abc:step_99", str(wb))
-    with pytest.raises(tracking.TrackingError, match="no offline W&B run"):
-        tracking.resolve_artifact("wandb:other-project/checkpoints-run-abc:best", str(wb))
+    assert resolve_artifact("wandb:ganflow/checkpoints-run-abc:best", str(wb)) == str(c10)
+    assert resolve_artifact("wandb:checkpoints-run-abc", str(wb)) == str(c20)  # alias latest
+    assert resolve_artifact("wandb:team/ganflow/generator-run-abc:latest", str(wb)) == str(c20)
+    with pytest.raises(TrackingError, match="no offline W&B run"):
+        resolve_artifact("wandb:ganflow/checkpoints-run-abc:step_99", str(wb))
+    with pytest.raises(TrackingError, match="no offline W&B run"):
+        resolve_artifact("wandb:other-project/checkpoints-run-abc:best", str(wb))
 
 
 def test_resumed_tracker_keeps_the_run_id_and_skips_steps_already_logged(tmp_path):
     wb = tmp_path / "wb"
-    first = tracking.open_tracker(settings(wb), "run-r", {"a": 1}, rank=0)
+    first = open_tracker(settings(wb), "run-r", {"a": 1}, rank=0)
     for step in (10, 20, 30):  # an attempt that got to 30, its last checkpoint at 20
         first.log({"loss/d": float(step)}, step)
     first.finish(failed=True)
-    second = tracking.open_tracker(settings(wb), "run-r", {"a": 1}, rank=0, skip_through=30)
+    second = open_tracker(settings(wb), "run-r", {"a": 1}, rank=0, skip_through=30)
     for step in (30, 40):  # the resumed attempt redoes 30
         second.log({"loss/d": float(step) + 0.5}, step)
     second.finish()
@@ -157,11 +163,11 @@ def test_resumed_tracker_keeps_the_run_id_and_skips_steps_already_logged(tmp_pat
 def test_rows_a_killed_attempt_never_wrote_to_wandb_are_logged_by_the_next(tmp_path):
     # metrics.jsonl got to 30, but W&B's file of the killed attempt ends at 20: W&B's file wins
     wb = tmp_path / "wb"
-    first = tracking.open_tracker(settings(wb), "run-k", {}, rank=0)
+    first = open_tracker(settings(wb), "run-k", {}, rank=0)
     for step in (10, 20):
         first.log({"loss/d": float(step)}, step)
     first.finish(failed=True)
-    second = tracking.open_tracker(settings(wb), "run-k", {}, rank=0, skip_through=30)
+    second = open_tracker(settings(wb), "run-k", {}, rank=0, skip_through=30)
     for step in (30, 40):
         second.log({"loss/d": float(step)}, step)
     second.finish()  # returns once W&B's file has the run's end (its service may write it a moment later)
@@ -171,9 +177,9 @@ def test_rows_a_killed_attempt_never_wrote_to_wandb_are_logged_by_the_next(tmp_p
 
 def test_other_ranks_and_disabled_mode_log_nothing(tmp_path):
     wb = tmp_path / "wb"
-    for t in (tracking.open_tracker(settings(wb), "r", {}, rank=1),
-              tracking.open_tracker({**settings(wb), "mode": "disabled"}, "r", {}, rank=0)):
-        assert type(t) is tracking.Tracker
+    for t in (open_tracker(settings(wb), "r", {}, rank=1),
+              open_tracker({**settings(wb), "mode": "disabled"}, "r", {}, rank=0)):
+        assert type(t) is Tracker
         t.log({"loss/d": 1.0}, 1)
         t.finish()
     assert not wb.exists()
@@ -181,7 +187,7 @@ def test_other_ranks_and_disabled_mode_log_nothing(tmp_path):
 
 def test_a_wandb_failure_mid_run_warns_once_and_training_calls_go_on(tmp_path, caplog):
     wb = tmp_path / "wb"
-    t = tracking.open_tracker(settings(wb), "run-b", {}, rank=0)
+    t = open_tracker(settings(wb), "run-b", {}, rank=0)
     t.log({"loss/d": 1.0}, 1)
     media = t.run.dir  # W&B writes logged images here; make that impossible
     shutil.rmtree(media)
@@ -196,7 +202,7 @@ def test_a_wandb_failure_mid_run_warns_once_and_training_calls_go_on(tmp_path, c
 
 def test_a_torn_run_file_reads_up_to_the_tear(tmp_path):
     wb = tmp_path / "wb"
-    t = tracking.open_tracker(settings(wb), "run-t", {}, rank=0)
+    t = open_tracker(settings(wb), "run-t", {}, rank=0)
     for step in range(1, 200):
         t.log({"loss/d": float(step)}, step)
     t.finish()

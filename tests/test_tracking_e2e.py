@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganflow.runs import Run
-from ganflow.wandb_files import offline_runs
+from ganflow.run.run import Run
+from ganflow.tracking.runfiles import offline_runs
 from tests.conftest import JOBS, S3_ENV
 
 pytestmark = pytest.mark.slow

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from ganflow import checkpoint as ckpt
-from ganflow import config
-from ganflow import train as gtrain
-from ganflow.runs import Run
-from ganflow.wandb_files import offline_runs
+from ganflow.run import checkpoint as ckpt
+from ganflow import config, data, models
+from ganflow.job import load_job, build_training
+from ganflow.ray import cluster, driver
+from ganflow.run.run import Run
+from ganflow.tracking.runfiles import offline_runs
 from tests.conftest import JOBS, trained_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -58,13 +59,13 @@ SGD = ["optim.g.name=sgd", "optim.d.name=sgd", "optim.g.lr=0.01", "optim.d.lr=0.
 def test_two_workers_on_half_batches_match_one_worker_on_the_full_batch(ray_cluster, tmp_path, job, overrides):
     common = overrides + ["train.steps=3", "train.checkpoint_every=3", f"storage.uri={tmp_path}",
                           "scaling.resources_per_worker.CPU=1"]
-    one = gtrain.run(config.load(JOBS / job, common + ["scaling.num_workers=1"]))
-    two = gtrain.run(config.load(JOBS / job, common + ["scaling.num_workers=2"]))
+    one = driver.run(load_job(JOBS / job, common + ["scaling.num_workers=1"]))
+    two = driver.run(load_job(JOBS / job, common + ["scaling.num_workers=2"]))
     a, b = final_state(one), final_state(two)
     assert a["step"] == b["step"] == 3
     assert_same_models(a, b, atol=1e-5)
     # and the step really moved the weights, so the comparison means something
-    _, init = gtrain.build_state(config.load(JOBS / job, common), torch.device("cpu"))
+    _, init = build_training(load_job(JOBS / job, common), torch.device("cpu"))
     moved = max((a["G"][k] - v).abs().max().item() for k, v in init.G.state_dict().items() if v.is_floating_point())
     assert moved > 1e-4
 
@@ -112,10 +113,10 @@ def _train_worker_pids(raylet: int) -> list:
 def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_path):
     overrides = SMALL_DIGITS + ["train.steps=120", "train.checkpoint_every=40", "train.log_every=20",
                                 "train.max_failures=1", f"storage.uri={tmp_path}", f"tracking.wandb.dir={tmp_path / 'wb'}"]
-    cfg = config.load(JOBS / "quickstart.yaml", overrides)
+    cfg = load_job(JOBS / "quickstart.yaml", overrides)
     raylet = _raylet_pid()
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.setdefault("run", gtrain.run(cfg)))
+    runner = threading.Thread(target=lambda: result.setdefault("run", driver.run(cfg)))
     runner.start()
     exp = tmp_path / cfg.name
     deadline = time.time() + 300
@@ -130,7 +131,7 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_
     runner.join(timeout=600)
     assert killed is not None, "never saw the first checkpoint"
     run_dir = result["run"]
-    straight = gtrain.run(config.load(JOBS / "quickstart.yaml", overrides))
+    straight = driver.run(load_job(JOBS / "quickstart.yaml", overrides))
     a, b = final_state(run_dir), final_state(straight)
     steps = [r["step"] for r in run_dir.read_metrics()]
     attempts = offline_runs(tmp_path / "wb", run_id=run_dir.id)
@@ -153,9 +154,9 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
     proc = cli("train", str(JOBS / job), "train.steps=4", "train.log_every=2", "train.sample_every=2",
                "train.checkpoint_every=4", f"storage.uri={tmp_path / 'runs'}", check=True)
     run = Path(proc.stdout.strip().splitlines()[-1])
-    cfg = config.load(JOBS / job)
+    cfg = load_job(JOBS / job)
     assert run.parent == (tmp_path / "runs" / cfg.name).resolve()
-    assert config.load(run / "config.yaml", ["train.steps=8000"]).model == cfg.model
+    assert load_job(run / "config.yaml", ["train.steps=8000"]).model == cfg.model
     records = Run.open(run).read_metrics()
     assert [r["step"] for r in records] == [2, 4]
     for key in ("loss/d", "loss/g", "throughput/imgs_per_s", "d/real_logit", "d/fake_logit", "grad_norm/g", "lr/g"):
@@ -166,16 +167,16 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
     out = tmp_path / "s.npz"
     cli("sample", str(run), "--num", "10", "--out", str(out), check=True)
     arrays = np.load(out)
-    if cfg.is_image:
+    if data.spec(cfg.data.name).is_image:
         c = 1
         assert arrays["images"].shape == (10, c, cfg.data.resolution, cfg.data.resolution)
         assert arrays["images"].dtype == np.float32 and np.abs(arrays["images"]).max() <= 1
-        assert ("labels" in arrays) == (cfg.model.name == "cdcgan")
+        assert ("labels" in arrays) == models.spec(cfg.model.name).conditional
     else:
         assert arrays["samples"].shape == (10, 2) and arrays["samples"].dtype == np.float32
     report = json.loads(cli("eval", str(run), "--num", "200", check=True).stdout)
     assert report["step"] == 4 and report["num_generated"] == 200
-    if cfg.is_image:  # digits: FID in the digits classifier's features (protocol named), KID, IS, PR, classes
+    if data.spec(cfg.data.name).is_image:  # digits: FID in the digits classifier's features (protocol named), KID, IS, PR, classes
         assert report["fid"] > 0 and report["kid"] > 0 and 1 <= report["is"] <= 10
         assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1 and 0 <= report["classes_covered_5pct"] <= 10
         assert report["protocol"].startswith("ganflow digits classifier")
@@ -280,7 +281,7 @@ def test_a_driver_joining_a_running_cluster_has_its_workers_ask_that_clusters_st
 
     head, _ = start_head(tmp_path / "other-head.log", num_cpus=1)  # the machine's "current" Ray now
     try:
-        code = ("import ray\nfrom ganflow.train import ensure_ray\nensure_ray()\n"
+        code = ("import ray\nfrom ganflow.ray.cluster import ensure_ray\nensure_ray()\n"
                 "@ray.remote(num_cpus=0)\nclass Probe:\n    def state(self):\n"
                 "        from ray.util.state import get_actor\n"
                 "        found = get_actor(ray.get_runtime_context().get_actor_id(), timeout=30)\n"
@@ -297,7 +298,7 @@ def test_a_driver_joining_a_running_cluster_has_its_workers_ask_that_clusters_st
 def test_workers_of_the_in_process_ray_use_as_many_torch_threads_as_their_cpus():
     """Ray sets a worker's OMP_NUM_THREADS from its CPUs when its first task starts; a setup hook
     that imported torch before that left every worker on every core (2.5x slower side by side)."""
-    code = ("import ray, torch\nfrom ganflow.train import ensure_ray\nensure_ray()\n"
+    code = ("import ray, torch\nfrom ganflow.ray.cluster import ensure_ray\nensure_ray()\n"
             "threads = ray.remote(num_cpus=1)(lambda: __import__('torch').get_num_threads())\n"
             "print(ray.get([threads.remote(), threads.remote()]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -15,10 +15,10 @@ import boto3
 import numpy as np
 import pytest
 
-from ganflow import checkpoint as ckpt
-from ganflow.objectstore import S3Options, S3Store
-from ganflow.runs import Run
-from ganflow.wandb_files import offline_runs
+from ganflow.run import checkpoint as ckpt
+from ganflow.store import S3Options, S3Store
+from ganflow.run.run import Run
+from ganflow.tracking.runfiles import offline_runs
 from tests.conftest import JOBS, S3_ENV, free_port, run_cli
 
 pytestmark = pytest.mark.slow

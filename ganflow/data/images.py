@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 from ganflow.config import ConfigError, DataConfig
-from ganflow.data import Dataset, register, rng_seed
-from ganflow.objectstore import S3Options, S3Store, StorageError, is_s3, pyarrow_s3
+from ganflow.core.rng import rng_seed
+from ganflow.data.dataset import Dataset, register
+from ganflow.store import S3Options, StorageError, is_s3
+from ganflow.store.s3 import S3Store, pyarrow_s3
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -43,7 +45,15 @@ def class_names(files: List[str], root: str) -> List[str]:
     return sorted({r.rsplit("/", 2)[-2] for r in rel})
 
 
-@register("images")
+def folder_classes(cfg: DataConfig) -> Optional[List[str]]:
+    """The class folders of a local data.path (data.classes is checked against them)."""
+    if is_s3(cfg.path or ""):
+        raise ConfigError("data.classes: is not supported for s3:// images yet; give the classes their own prefix")
+    root = Path(cfg.path or "")
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else None
+
+
+@register("images", kind="images", labelled=True, needs_path=True, metrics=("fid",), known_classes=folder_classes)
 def images(cfg: DataConfig, seed: int, storage: Optional[S3Options] = None) -> Dataset:
     if is_s3(cfg.path or ""):
         return _streamed(cfg, storage or S3Options())

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ganflow.config import DataConfig
-from ganflow.data import Dataset, register, rng_seed
+from ganflow.core.rng import rng_seed
+from ganflow.data.dataset import Dataset, register
 
 
 def _mixture(centers: torch.Tensor, std: float, n: int, seed: int) -> Dataset:
@@ -18,7 +19,7 @@ def _mixture(centers: torch.Tensor, std: float, n: int, seed: int) -> Dataset:
     return Dataset(x=x.float(), y=comp, num_classes=0, centers=centers, std=std)
 
 
-@register("ring")
+@register("ring", kind="points", seeded=True, metrics=("modes",))
 def ring(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     """8 Gaussians on a circle of radius 2, std 0.02."""
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
@@ -26,7 +27,7 @@ def ring(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     return _mixture(centers.float(), 0.02, cfg.num_points, seed)
 
 
-@register("grid")
+@register("grid", kind="points", seeded=True, metrics=("modes",))
 def grid(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     """25 Gaussians on {-4,-2,0,2,4}^2, std 0.05."""
     ticks = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
@@ -34,7 +35,11 @@ def grid(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     return _mixture(centers, 0.05, cfg.num_points, seed)
 
 
-@register("digits")
+DIGITS = [str(k) for k in range(10)]
+
+
+@register("digits", kind="images", labelled=True, metrics=("fid", "kid", "is", "pr", "classes"), extractor="digits",
+          known_classes=lambda cfg: DIGITS)
 def digits(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     """scikit-learn's bundled 1797 8x8 digits (no download), bilinearly resized, in [-1, 1]."""
     from sklearn.datasets import load_digits
@@ -47,4 +52,4 @@ def digits(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     if cfg.channels == 3:
         x = x.expand(-1, 3, -1, -1).contiguous()
     y = torch.from_numpy(bunch.target).long()
-    return Dataset(x=x, y=y, num_classes=10, classes=[str(k) for k in range(10)])
+    return Dataset(x=x, y=y, num_classes=10, classes=list(DIGITS))

@@ -68,11 +68,11 @@ EXTRACTORS: Dict[str, Callable[..., LoadedExtractor]] = {"inception": _inception
 
 
 def extractor_name(cfg) -> str:
-    """eval.extractor, with `auto`: the digits classifier for digits data, Inception for other images."""
+    """eval.extractor, with `auto`: the one the data set declares (the digits classifier for digits)."""
+    from ganflow.data import spec
+
     name = cfg.eval.extractor
-    if name == "auto":
-        return "digits" if cfg.data.name == "digits" else "inception"
-    return name
+    return spec(cfg.data.name).extractor if name == "auto" else name
 
 
 def load_extractor(cfg, storage=None, device: torch.device | str = "cpu") -> LoadedExtractor:

@@ -52,7 +52,7 @@ def find_weights(location: Optional[str] = None, storage=None) -> Path:
     """A local file of the weights: `location` (a path, or an s3:// URI fetched once into the
     first cache folder), else the first cached copy. Raises InceptionWeightsError saying where to
     put the file."""
-    from ganflow.objectstore import S3Options, StorageError, is_s3, open_store, split_s3
+    from ganflow.store import S3Options, StorageError, is_s3, open_store, split_s3
 
     if location and is_s3(location):
         cached = cache_dirs()[0] / "s3" / hashlib.sha256(location.encode()).hexdigest()[:16] / Path(location).name

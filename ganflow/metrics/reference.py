@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ganflow.data import spec
 from ganflow.metrics.kernels import feature_stats
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,12 @@ def cache_key(cfg, extractor) -> str:
     d = cfg.data
     identity = {"data": d.name, "path": d.path, "resolution": d.resolution, "channels": d.channels,
                 **({"classes": list(d.classes)} if d.classes else {}), "extractor": extractor.name, "weights": extractor.digest, "n": cfg.eval.reference_samples,
-                "seed": cfg.train.seed if d.name not in ("digits", "images") else None}
+                "seed": cfg.train.seed if spec(d.name).seeded else None}
     return f"{d.name}-{extractor.name}-{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]}"
 
 
 def _reference_store(cfg, storage):
-    from ganflow.objectstore import S3Options, open_store
+    from ganflow.store import S3Options, open_store
 
     return open_store(cfg.storage.uri, storage or S3Options())
 
@@ -61,8 +62,8 @@ def real_images(cfg, storage, limit: int):
     read by rows so each worker loads only its share (s3:// folders object by object)."""
     from ganflow.data import build_dataset
     from ganflow.data.images import _list_images, square_resize
-
-    from ganflow.objectstore import S3Options, S3Store, is_s3
+    from ganflow.store import S3Options, is_s3
+    from ganflow.store.s3 import S3Store
 
     def subset(n: int) -> torch.Tensor:
         return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values if n > limit else torch.arange(n)

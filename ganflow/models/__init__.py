@@ -1,32 +1,11 @@
-"""Generator/discriminator pairs by registry name. Models are single-device; DDP wraps them in train.py."""
+"""Generator/discriminator pairs by registry name; each entry declares what it needs (images or 2D
+points, class labels). Models are single-device; DDP wraps them in ganflow.ray.worker.
 
-from __future__ import annotations
+Every generator has `nz` (latent size) and `num_classes` (labels it takes; 0: unconditional), and
+is called as `G(z, y)`; every discriminator as `D(x, y)` (y ignored when unconditional).
+"""
 
-from typing import Callable, Dict, Tuple
+from ganflow.models import dcgan, mlp  # noqa: F401  (registering the built-in models)
+from ganflow.models.registry import MODELS, ModelSpec, build_models, generator_classes, register, spec
 
-from torch import nn
-
-from ganflow.config import ModelConfig
-
-# name -> builder(cfg, sample_shape, num_classes) -> (G, D)
-MODELS: Dict[str, Callable[[ModelConfig, tuple, int], Tuple[nn.Module, nn.Module]]] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        MODELS[name] = fn
-        return fn
-
-    return deco
-
-
-def build_models(cfg: ModelConfig, sample_shape: tuple, num_classes: int = 0) -> Tuple[nn.Module, nn.Module]:
-    return MODELS[cfg.name](cfg, tuple(sample_shape), num_classes)
-
-
-def is_conditional(G: nn.Module) -> bool:
-    return getattr(G, "num_classes", 0) > 0
-
-
-from ganflow.models import dcgan as _dcgan  # noqa: E402,F401
-from ganflow.models import mlp as _mlp  # noqa: E402,F401
+__all__ = ["MODELS", "ModelSpec", "build_models", "generator_classes", "register", "spec"]

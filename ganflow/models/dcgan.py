@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ganflow.config import ModelConfig
-from ganflow.models import register
+from ganflow.models.registry import register
 
 
 def _widths(base: int, resolution: int) -> list:
@@ -94,20 +94,16 @@ class DCGANDiscriminator(nn.Module):
         return self.head(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
 
 
-def _build(cfg: ModelConfig, shape: tuple, num_classes: int):
+@register("dcgan", data_kind="images")
+def build_dcgan(cfg: ModelConfig, shape: tuple, num_classes: int):
     channels, resolution = shape[0], shape[-1]
     G = DCGANGenerator(cfg.nz, cfg.ngf, channels, resolution, cfg.g_norm, num_classes)
     D = DCGANDiscriminator(cfg.ndf, channels, resolution, cfg.d_norm, cfg.spectral_norm, num_classes)
     return G, D
 
 
-@register("dcgan")
-def build_dcgan(cfg: ModelConfig, shape: tuple, num_classes: int):
-    return _build(cfg, shape, 0)
-
-
-@register("cdcgan")
+@register("cdcgan", data_kind="images", conditional=True)
 def build_cdcgan(cfg: ModelConfig, shape: tuple, num_classes: int):
     if num_classes < 2:
         raise ValueError("cdcgan needs a labelled data set with at least two classes")
-    return _build(cfg, shape, num_classes)
+    return build_dcgan(cfg, shape, num_classes)

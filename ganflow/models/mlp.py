@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ganflow.config import ModelConfig
-from ganflow.models import register
+from ganflow.models.registry import register
 
 
 def _mlp(sizes: list, act: nn.Module, sn: bool = False) -> nn.Sequential:
@@ -40,7 +40,7 @@ class MLPDiscriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
-@register("mlp")
+@register("mlp", data_kind="points")
 def build(cfg: ModelConfig, shape: tuple, num_classes: int):
     G = MLPGenerator(cfg.nz, cfg.hidden, cfg.layers, shape[0])
     D = MLPDiscriminator(cfg.hidden, cfg.layers, shape[0], cfg.spectral_norm)

@@ -1,0 +1,37 @@
+"""What the verbs share: exit codes, the one-line error, and opening a trained generator by any
+name a user gives it (a run, a checkpoint, local or s3://, or a W&B artifact)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ganflow.core.sampling import SampleError
+from ganflow.run.checkpoint import CheckpointError
+from ganflow.run.generator import LoadedGenerator
+from ganflow.run.generator import load_generator as _load_generator
+from ganflow.store import StorageError
+from ganflow.tracking.artifacts import WANDB_SCHEME, resolve_artifact
+from ganflow.tracking.settings import TrackingError
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+# What opening a trained run can raise with a message meant for the user: a bad location or
+# checkpoint, storage, a `wandb:` name, a generator the command cannot use.
+RUN_ERRORS = (CheckpointError, SampleError, StorageError, TrackingError)
+
+
+def die(msg: str, code: int = EXIT_USAGE) -> int:
+    print(f"ganflow: error: {msg}", file=sys.stderr)
+    return code
+
+
+def resolve_location(run_or_checkpoint: str | Path) -> str:
+    """A run or checkpoint location; `wandb:project/name:alias` names one through the artifact ganflow logged."""
+    text = str(run_or_checkpoint)
+    return resolve_artifact(text) if text.startswith(WANDB_SCHEME) else text
+
+
+def load_generator(run_or_checkpoint: str | Path, with_discriminator: bool = False) -> LoadedGenerator:
+    """The generator (and D, if asked) of a run's newest intact checkpoint, or of one checkpoint."""
+    return _load_generator(resolve_location(run_or_checkpoint), with_discriminator)

@@ -1,0 +1,67 @@
+"""`ganflow submit JOB.yaml [--sweep]`: validate here, stage, and submit through the Ray Jobs API."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+
+from ganflow.commands.common import EXIT_FAILURE, die
+from ganflow.config import ConfigError, redact
+from ganflow.job import load_job
+from ganflow.ray import jobs
+from ganflow.ray.jobs import JobsError, Submission, dashboard_url, follow, wait
+from ganflow.sweep.spec import SweepError, load_spec
+
+
+def prepare_train(job: str, overrides: List[str], staging: Path, ship_code: bool = True,
+                  extra_env: List[str] = ()) -> Submission:
+    """Validate the job and stage what the cluster needs to run it."""
+    cfg = load_job(job, overrides)
+    jobs.check_shared_paths(cfg)
+    (staging / "job.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(cfg.to_dict()))))
+    return jobs.staged("train", cfg.name, Path(job), "python -m ganflow.cli train job.yaml", cfg, staging, ship_code, extra_env)
+
+
+def prepare_sweep(spec_path: str, overrides: List[str], staging: Path, ship_code: bool = True,
+                  extra_env: List[str] = ()) -> Submission:
+    """Validate the sweep (every value its space can take) and stage it with its base job."""
+    spec = load_spec(spec_path, overrides)
+    jobs.check_shared_paths(spec.base)
+    (staging / "job.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact(spec.base.to_dict()))))
+    (staging / "sweep.yaml").write_text(OmegaConf.to_yaml({**spec.source, "job": "job.yaml", "overrides": []}))
+    return jobs.staged("sweep", spec.name, Path(spec_path), "python -m ganflow.cli sweep sweep.yaml", spec.base, staging,
+                       ship_code, extra_env)
+
+
+def submit(kind: str, spec: str, overrides: List[str], address: Optional[str] = None, ship_code: bool = True,
+           extra_env: List[str] = ()) -> str:
+    """Validate, stage and submit; returns the submission id."""
+    prepare = prepare_sweep if kind == "sweep" else prepare_train
+    with tempfile.TemporaryDirectory(prefix="ganflow-submit-") as tmp:
+        return jobs.submit_staged(prepare(spec, overrides, Path(tmp), ship_code, extra_env), address)
+
+
+def main(args) -> int:
+    try:
+        job_id = submit("sweep" if args.sweep else "train", args.job, list(args.overrides), args.address,
+                        ship_code=not args.no_code, extra_env=args.env or [])
+    except ConfigError as err:
+        return die(f"config: {err}")
+    except (JobsError, SweepError) as err:
+        return die(str(err))
+    print(f"submitted {job_id}: {dashboard_url(args.address, job_id)}", file=sys.stderr)
+    print(job_id)
+    if not args.follow:
+        return 0
+    try:
+        for chunk in follow(job_id, args.address):
+            sys.stderr.write(chunk)
+        state = wait(job_id, args.address)
+    except JobsError as err:
+        return die(str(err))
+    print(f"job {job_id}: {state}", file=sys.stderr)
+    return 0 if state == "SUCCEEDED" else EXIT_FAILURE

@@ -1,0 +1,34 @@
+"""`ganflow sweep SWEEP.yaml [overrides] | --resume LOCATION`: prints best.yaml's location last."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from ganflow.commands.common import die
+from ganflow.metrics.inception import InceptionWeightsError
+from ganflow.ray.signals import SigtermStop
+from ganflow.store import StorageError
+from ganflow.sweep.spec import SweepError, load_saved_spec, load_spec
+from ganflow.sweep.tune import sweep
+
+
+def main(args, stop: Optional[SigtermStop] = None) -> int:
+    try:
+        if args.resume:
+            if args.spec or args.overrides:
+                raise SweepError("--resume: give the sweep's location alone (it runs with the spec and overrides it began with)")
+            spec = load_saved_spec(args.resume)
+        elif not args.spec:
+            raise SweepError("sweep: name a sweep spec (jobs/sweep_*.yaml), or --resume LOCATION")
+        else:
+            spec = load_spec(args.spec, list(args.overrides))
+        result = sweep(spec, address=args.address, resume=args.resume, stop=stop)
+    except (SweepError, StorageError, InceptionWeightsError) as err:
+        return die(str(err))
+    except KeyboardInterrupt:
+        return die("interrupted", 130)
+    print(f"best {spec.metric}={result.best_value:.6g}: {result.best_checkpoint}", file=sys.stderr)
+    print(f"results: {result.location}/results.jsonl, results.csv, best.json", file=sys.stderr)
+    print(result.best_config)
+    return 0

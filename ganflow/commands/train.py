@@ -1,0 +1,61 @@
+"""`ganflow train JOB.yaml [overrides] [--address ADDR] [--resume RUN]`: prints the run location last."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+from ganflow.commands.common import EXIT_FAILURE, die
+from ganflow.config import ConfigError
+from ganflow.job import load_job
+from ganflow.metrics.inception import InceptionWeightsError
+from ganflow.ray import driver
+from ganflow.ray.signals import SigtermStop
+from ganflow.run.layout import RunLayout
+from ganflow.run.run import Run
+from ganflow.store import NotFound, S3Options, StorageError
+from ganflow.tracking.settings import TrackingError
+
+
+def _override(overrides: List[str], key: str) -> Optional[str]:
+    values = [item.split("=", 1)[1] for item in overrides if item.startswith(key + "=")]
+    return values[-1] if values else None
+
+
+def main(args, stop: Optional[SigtermStop] = None) -> int:
+    job, overrides = args.job, list(args.overrides)
+    if job is not None and "=" in job:  # `ganflow train --resume RUN key=value` has no job file
+        job, overrides = None, [job] + overrides
+    if job is None and args.resume is None:
+        return die("train needs a JOB.yaml (or --resume RUN)")
+    with tempfile.TemporaryDirectory(prefix="ganflow-") as tmp:
+        if args.resume is not None and job is None:
+            # the run's own config.yaml, read from wherever the run lives (endpoint: the override
+            # if given, else AWS_ENDPOINT_URL); the overrides then apply on top of it
+            try:
+                resumed = Run.open(args.resume, S3Options(endpoint_url=_override(overrides, "storage.endpoint_url")))
+                resumed.store.check_reachable()
+                text = resumed.read_config()
+            except NotFound:
+                return die(f"--resume: {args.resume} is not a run (no config.yaml there)")
+            except StorageError as err:
+                return die(f"--resume: {err}")
+            job = Path(tmp) / RunLayout.CONFIG
+            job.write_text(text)
+        try:
+            cfg = load_job(job, overrides)
+        except ConfigError as err:
+            return die(f"config: {err}")
+        try:
+            run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop)
+        except (StorageError, TrackingError, InceptionWeightsError) as err:  # raised before any training: storage or W&B unusable
+            return die(str(err))
+        except ConfigError as err:  # data.path in a bucket, checked before any training
+            return die(f"config: {err}")
+        except KeyboardInterrupt:
+            return die("interrupted", 130)
+        except Exception as err:  # Ray's TrainingFailedError and friends: the traceback is above
+            return die(f"training failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", EXIT_FAILURE)
+    print(run.uri)
+    return 0

@@ -1,0 +1,208 @@
+"""Loading a job: schema <- YAML file <- dotted overrides (OmegaConf), and the checks each section
+can make on its own. Checks that involve the registries (is this data set labelled, does this
+model take images) live in `ganflow.job`, which also resolves the defaults that depend on them.
+
+Every error is a `ConfigError` whose message starts with the dotted key, so the CLI can print one
+line and exit 2 before any Ray work starts. Nothing here changes the config it checks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+from urllib.parse import urlparse
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ganflow.config.schema import JobConfig, OptimizerConfig, StorageConfig, WandbConfig
+from ganflow.config.secrets import CREDENTIALS_HINT, secret_key_message, secret_keys_in
+
+
+class ConfigError(ValueError):
+    """A bad job config; the message names the dotted key and what would fix it."""
+
+
+def fail(key: str, msg: str) -> None:
+    raise ConfigError(f"{key}: {msg}")
+
+
+def one_of(key: str, value: str, choices) -> None:
+    if value not in choices:
+        fail(key, f"unknown value {value!r}; choose one of {', '.join(choices)}")
+
+
+def positive(key: str, value: float) -> None:
+    if not (value > 0) or (isinstance(value, float) and not math.isfinite(value)):
+        fail(key, f"must be > 0, got {value}")
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+NORMS = ("batch", "none")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+WANDB_MODES = ("online", "offline", "disabled")
+ON_ERROR = ("fail", "disable")
+WANDB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+RETRY_MODES = ("standard", "adaptive")
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_fields(cfg: JobConfig) -> JobConfig:
+    """Range and same-section checks, which need nothing but the config itself."""
+    if not cfg.name or "/" in cfg.name:
+        fail("name", f"must be a non-empty name without '/', got {cfg.name!r}")
+
+    d = cfg.data
+    if d.channels is not None and d.channels not in (1, 3):
+        fail("data.channels", f"must be 1 or 3, got {d.channels}")
+    positive("data.num_points", d.num_points)
+    if d.classes is not None and (len(d.classes) < 1 or len(set(d.classes)) != len(d.classes)):
+        fail("data.classes", f"must list distinct class names, got {list(d.classes)}")
+
+    m = cfg.model
+    for key in ("nz", "ngf", "ndf", "hidden", "layers"):
+        positive(f"model.{key}", getattr(m, key))
+    one_of("model.g_norm", m.g_norm, NORMS)
+    one_of("model.d_norm", m.d_norm, NORMS)
+
+    lo = cfg.loss
+    if lo.gp_weight is not None and lo.gp_weight < 0:
+        fail("loss.gp_weight", f"must be >= 0, got {lo.gp_weight}")
+    if lo.r1_gamma < 0:
+        fail("loss.r1_gamma", f"must be >= 0, got {lo.r1_gamma}")
+    if lo.n_critic is not None:
+        positive("loss.n_critic", lo.n_critic)
+
+    for net in ("g", "d"):
+        o: OptimizerConfig = getattr(cfg.optim, net)
+        one_of(f"optim.{net}.name", o.name, OPTIMIZERS)
+        positive(f"optim.{net}.lr", o.lr)
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            fail(f"optim.{net}.betas", f"must be two numbers in [0, 1), got {list(o.betas)}")
+        if o.weight_decay < 0:
+            fail(f"optim.{net}.weight_decay", f"must be >= 0, got {o.weight_decay}")
+
+    t = cfg.train
+    for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "num_sample_images"):
+        positive(f"train.{key}", getattr(t, key))
+    if not 0 <= t.ema_decay < 1:
+        fail("train.ema_decay", f"must be in [0, 1), got {t.ema_decay}")
+    one_of("train.precision", t.precision, PRECISIONS)
+    if t.precision != "fp32" and not cfg.scaling.use_gpu:
+        fail("train.precision", f"{t.precision} needs scaling.use_gpu=true; use fp32 on CPU")
+    if t.max_failures < -1:
+        fail("train.max_failures", f"must be >= -1 (-1 retries forever), got {t.max_failures}")
+
+    s = cfg.scaling
+    positive("scaling.num_workers", s.num_workers)
+    if t.batch_size % s.num_workers:
+        fail("train.batch_size", f"{t.batch_size} is not divisible by scaling.num_workers={s.num_workers}")
+    for res, amount in s.resources_per_worker.items():
+        if amount < 0:
+            fail(f"scaling.resources_per_worker.{res}", f"must be >= 0, got {amount}")
+    if s.sync_batchnorm and not s.use_gpu:
+        fail("scaling.sync_batchnorm", "SyncBatchNorm needs GPUs; set scaling.use_gpu=true or drop it")
+
+    _check_storage(cfg.storage)
+    _check_tracking(cfg.tracking.wandb)
+    e = cfg.eval
+    if e.every < 0:
+        fail("eval.every", f"must be >= 0 (0: off), got {e.every}")
+    if e.every and e.every % t.checkpoint_every:
+        fail("eval.every", f"{e.every} is not a multiple of train.checkpoint_every={t.checkpoint_every}, "
+                           "so the best evaluated generator would have no checkpoint")
+    if e.num_samples < max(2, s.num_workers):
+        fail("eval.num_samples", f"must be >= 2 and >= scaling.num_workers (each scores a share), got {e.num_samples}")
+    if e.reference_samples < 2:
+        fail("eval.reference_samples", f"must be >= 2, got {e.reference_samples}")
+    return cfg
+
+
+def _check_tracking(w: WandbConfig) -> None:
+    if not WANDB_NAME.match(w.project):
+        fail("tracking.wandb.project", f"must be 1-128 letters, digits, '_', '-' or '.', got {w.project!r}")
+    if w.entity is not None and not WANDB_NAME.match(w.entity):
+        fail("tracking.wandb.entity", f"must be a W&B user or team name, got {w.entity!r}")
+    if w.mode is not None:
+        one_of("tracking.wandb.mode", w.mode, WANDB_MODES)
+    one_of("tracking.wandb.on_error", w.on_error, ON_ERROR)
+    for tag in w.tags:
+        if not tag or len(tag) > 64:
+            fail("tracking.wandb.tags", f"tags must be 1-64 characters, got {tag!r}")
+
+
+def _is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def _check_storage(st: StorageConfig) -> None:
+    if not st.uri:
+        fail("storage.uri", "must be a directory (e.g. runs) or s3://bucket/prefix")
+    if "://" in st.uri and not _is_s3(st.uri):
+        fail("storage.uri", f"unsupported scheme in {st.uri.split('://')[0]}://...; use a local path or s3://bucket/prefix")
+    if _is_s3(st.uri):
+        netloc = urlparse(st.uri).netloc
+        if "@" in netloc:
+            fail("storage.uri", "credentials do not belong in the URI; " + CREDENTIALS_HINT)
+        if not S3_BUCKET.match(netloc):
+            fail("storage.uri", f"bucket name {netloc!r} is not valid (3-63 lowercase letters, digits, '.', '-')")
+    if st.endpoint_url is not None:
+        parsed = urlparse(st.endpoint_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            fail("storage.endpoint_url", "must be http(s)://host[:port], e.g. http://127.0.0.1:9000")
+        if parsed.username or parsed.password:
+            fail("storage.endpoint_url", "credentials do not belong in the URL; " + CREDENTIALS_HINT)
+        if not _is_s3(st.uri):
+            fail("storage.endpoint_url", "only applies to s3:// storage; set storage.uri=s3://bucket/prefix or drop it")
+    one_of("storage.retry_mode", st.retry_mode, RETRY_MODES)
+    positive("storage.max_attempts", st.max_attempts)
+
+
+def _explain(err: OmegaConfBaseException) -> ConfigError:
+    key = getattr(err, "full_key", None) or "config"
+    msg = str(err).splitlines()[0]
+    if "Key '" in msg and "not in" in msg or "Missing key" in msg:
+        msg = "unknown key; check the spelling against the config reference in README.md"
+    return ConfigError(f"{key}: {msg}")
+
+
+def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = None) -> JobConfig:
+    """Schema <- YAML file <- dotted overrides, typed, with each section's own checks
+    (`ganflow.job.load_job` adds the registries' checks and resolves the defaults)."""
+    schema = OmegaConf.structured(JobConfig)
+    layers = [schema]
+    try:
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"job: no such file {str(p)!r}")
+            loaded = OmegaConf.load(p)
+            if not isinstance(loaded, type(schema)):
+                raise ConfigError(f"job: {p} must hold a mapping of config sections")
+            found = secret_keys_in(OmegaConf.to_container(loaded))
+            if found:
+                raise ConfigError(found)
+            layers.append(loaded)
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"{item}: overrides take the form dotted.key=value")
+            found = secret_key_message(item.split("=", 1)[0])
+            if found:
+                raise ConfigError(found)
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
+    except OmegaConfBaseException as err:
+        raise _explain(err) from None
+    return check_fields(cfg)
+
+
+def from_dict(d: Dict[str, Any]) -> JobConfig:
+    """The dataclass again from `to_dict()` output (a Ray worker's config, a checkpoint's manifest),
+    as it was saved: already checked and resolved, so not checked again."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JobConfig), OmegaConf.create(d)))
+    except OmegaConfBaseException as err:
+        raise _explain(err) from None

@@ -1,0 +1,147 @@
+"""The job config's schema: one dataclass per section, the words the papers use.
+
+Defaults that depend on other choices (a loss's gradient-penalty weight, ...) are `None` here and
+filled by `ganflow.job.resolve`, whose result is what every run saves as config.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import OmegaConf
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # a data set of the registry (ganflow.data): ring | grid | digits | images
+    path: Optional[str] = None  # folder of PNG/JPEG for `images`
+    resolution: int = 32  # image side length (power of two); ignored by 2D data sets
+    channels: Optional[int] = None  # None: 1 for digits, 3 for images, 2 (coordinates) for 2D data
+    num_points: int = 20000  # size of the sampled 2D data sets (ring, grid)
+    classes: Optional[List[str]] = None  # keep only these classes ("0".."9" for digits, folder names for images)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcgan"  # a model of the registry (ganflow.models): mlp | dcgan | cdcgan
+    nz: int = 100  # latent size
+    ngf: int = 64  # generator width (DCGAN)
+    ndf: int = 64  # discriminator width (DCGAN)
+    hidden: int = 128  # MLP width
+    layers: int = 3  # MLP hidden layers
+    g_norm: str = "batch"  # batch | none
+    d_norm: str = "batch"  # batch | none (forced to none under spectral_norm)
+    spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
+
+
+@dataclass
+class LossConfig:
+    name: str = "nonsaturating"  # minimax | nonsaturating | lsgan | wgan-gp | hinge
+    gp_weight: Optional[float] = None  # gradient penalty; None: 10 for wgan-gp, else 0
+    r1_gamma: float = 0.0  # R1 penalty on real data (Mescheder et al. 2018); 0 disables
+    n_critic: Optional[int] = None  # D steps per G step; None: 5 for wgan-gp, else 1
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | rmsprop | sgd
+    lr: float = 2e-4
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    g: OptimizerConfig = field(default_factory=OptimizerConfig)
+    d: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000  # generator steps
+    batch_size: int = 64  # global batch, split evenly across workers
+    seed: int = 0
+    ema_decay: float = 0.999  # generator EMA; 0 disables
+    augment: Optional[str] = None  # DiffAugment policy, e.g. "color,translation,cutout"; empty: off
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; bf16/fp16 need a GPU)
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    num_sample_images: int = 64  # size of the fixed latent batch behind every sample grid
+    max_failures: int = 0  # Ray Train FailureConfig: worker-group restarts from the last checkpoint
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: Dict[str, float] = field(default_factory=lambda: {"CPU": 1.0})
+    sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm (GPU only)
+
+
+@dataclass
+class StorageConfig:
+    uri: str = "runs"  # where runs live: a local directory or s3://bucket/prefix
+    endpoint_url: Optional[str] = None  # S3-compatible server (MinIO, Ceph RGW, R2); None: AWS S3
+    region: Optional[str] = None  # None: from the AWS chain (AWS_DEFAULT_REGION, profile)
+    retry_mode: str = "standard"  # botocore retry mode: standard | adaptive
+    max_attempts: int = 10  # botocore attempts per request, first one included
+
+
+@dataclass
+class WandbConfig:
+    project: str = "ganflow"
+    entity: Optional[str] = None  # None: the API key's default entity
+    group: Optional[str] = None  # runs to compare side by side (a sweep sets its name)
+    job_type: str = "train"
+    tags: List[str] = field(default_factory=list)
+    notes: Optional[str] = None
+    mode: Optional[str] = None  # online | offline | disabled; None: WANDB_MODE, else online with WANDB_API_KEY, else offline
+    dir: Optional[str] = None  # where W&B writes its files; None: WANDB_DIR, else the run directory (./wandb for s3 runs)
+    on_error: str = "fail"  # W&B broken at start: fail (exit 2 before training) | disable (warn, train untracked)
+    log_checkpoints: bool = True  # each checkpoint as an artifact that references its storage URI
+
+
+@dataclass
+class TrackingConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # evaluate the EMA generator every N steps (a multiple of train.checkpoint_every); 0: off
+    num_samples: int = 2000
+    metrics: List[str] = field(default_factory=list)  # empty: what the data set declares (ganflow.data)
+    best: Optional[str] = None  # the value that marks the best checkpoint; None: the first metric's headline
+    extractor: str = "auto"  # inception | digits | auto (digits classifier for digits data, else inception)
+    inception_weights: Optional[str] = None  # path or s3:// URI; None: the cache folders (metrics/inception.py)
+    reference_samples: int = 10000  # real images behind the cached reference statistics
+
+
+@dataclass
+class JobConfig:
+    name: str = "quickstart"  # the experiment: runs live under <storage.uri>/<name>/<run_id>
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(OmegaConf.structured(self))
+
+    def hash(self) -> str:
+        """Stable short hash of the resolved config, recorded in every checkpoint manifest."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,115 @@
+"""Adversarial losses as functions of D's logits, and the gradient penalties.
+
+Each loss returns a scalar mean over the batch. `d` is what the discriminator minimises,
+`g` what the generator minimises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class AdversarialLoss:
+    def d(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g(self, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class Minimax(AdversarialLoss):
+    """Goodfellow et al. 2014: D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z)))."""
+
+    def d(self, real_logits, fake_logits):
+        # -log sigmoid(r) = softplus(-r); -log(1 - sigmoid(f)) = softplus(f)
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+    def g(self, fake_logits):
+        return -F.softplus(fake_logits).mean()  # log(1 - sigmoid(f)) = -softplus(f)
+
+
+class NonSaturating(Minimax):
+    """G maximises log D(G(z)) instead, for strong gradients early on (same paper, section 3)."""
+
+    def g(self, fake_logits):
+        return F.softplus(-fake_logits).mean()
+
+
+class LeastSquares(AdversarialLoss):
+    """LSGAN (Mao et al. 2017) with the 0-1 coding a=0, b=1, c=1."""
+
+    def d(self, real_logits, fake_logits):
+        return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits**2).mean()
+
+    def g(self, fake_logits):
+        return 0.5 * ((fake_logits - 1) ** 2).mean()
+
+
+class Wasserstein(AdversarialLoss):
+    """WGAN critic loss (Arjovsky et al. 2017); Lipschitz via the gradient penalty (Gulrajani et al. 2017)."""
+
+    def d(self, real_logits, fake_logits):
+        return fake_logits.mean() - real_logits.mean()
+
+    def g(self, fake_logits):
+        return -fake_logits.mean()
+
+
+class Hinge(AdversarialLoss):
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018)."""
+
+    def d(self, real_logits, fake_logits):
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+    def g(self, fake_logits):
+        return -fake_logits.mean()
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss by name, with the defaults it brings: a WGAN critic needs its gradient penalty and
+    several critic steps per generator step."""
+
+    make: Callable[[], AdversarialLoss]
+    gp_weight: float = 0.0  # loss.gp_weight when the job leaves it out
+    n_critic: int = 1  # loss.n_critic when the job leaves it out
+    needs_gp: bool = False  # a zero gradient penalty is refused
+
+
+LOSSES: Dict[str, LossSpec] = {
+    "minimax": LossSpec(Minimax),
+    "nonsaturating": LossSpec(NonSaturating),
+    "lsgan": LossSpec(LeastSquares),
+    "wgan-gp": LossSpec(Wasserstein, gp_weight=10.0, n_critic=5, needs_gp=True),
+    "hinge": LossSpec(Hinge),
+}
+
+
+def build_loss(name: str) -> AdversarialLoss:
+    return LOSSES[name].make()
+
+
+def _input_grad_sq_norm(D: nn.Module, x: Tensor, y: Optional[Tensor]) -> Tensor:
+    """Per-sample ||dD(x)/dx||^2, kept in the graph so the penalty can be backpropagated."""
+    x = x.detach().requires_grad_(True)
+    out = D(x, y)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1)
+
+
+def gradient_penalty(D: nn.Module, real: Tensor, fake: Tensor, y: Optional[Tensor], eps: Tensor) -> Tensor:
+    """WGAN-GP: E[(||grad D(x_hat)|| - 1)^2] at x_hat = eps * real + (1 - eps) * fake."""
+    eps = eps.view(-1, *([1] * (real.dim() - 1)))
+    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+    norm = (_input_grad_sq_norm(D, x_hat, y) + 1e-12).sqrt()
+    return ((norm - 1) ** 2).mean()
+
+
+def r1_penalty(D: nn.Module, real: Tensor, y: Optional[Tensor]) -> Tensor:
+    """R1: E[||grad D(x_real)||^2] (multiply by gamma / 2)."""
+    return _input_grad_sq_norm(D, real, y).mean()

@@ -1,0 +1,28 @@
+"""Random streams: every draw is a pure function of (seed, stream, index), made for the whole
+global batch and sliced per worker, so a resumed run, a restarted worker and a different number of
+workers all see the same numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Streams of one run (the data sets and the CLI verbs use their own constants beside these).
+STREAM_LATENT, STREAM_AUGMENT, STREAM_GP, STREAM_FIXED = 1, 3, 4, 5
+STREAM_BATCHES = 0x0DA7A
+
+
+def rng_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys (seed, stream, index, ...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def generator_for(device: torch.device | str, *keys: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(rng_seed(*keys))
+
+
+def sample_latents(n: int, nz: int, num_classes: int, g: torch.Generator, device) -> tuple:
+    """Gaussian latents and, for conditional models, uniformly drawn class labels."""
+    z = torch.randn(n, nz, generator=g, device=device)
+    y = torch.randint(num_classes, (n,), generator=g, device=device) if num_classes else None
+    return z, y

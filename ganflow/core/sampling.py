@@ -1,0 +1,68 @@
+"""Drawing from a generator, pure torch: samples deterministic in a seed (any device, any share of
+the batch), and spherical latent interpolations. Every generator has `nz` and `num_classes`
+(0: unconditional), set by `ganflow.models.build_models` from the model's declared traits."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ganflow.core.rng import rng_seed
+
+
+class SampleError(ValueError):
+    """A request the generator cannot serve (a label it does not take, a bad count)."""
+
+
+@torch.no_grad()
+def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] = None, batch: int = 512,
+             rows: slice = slice(None)):
+    """(samples, labels or None), deterministic in `seed`; `rows` picks a share of the `num` (a
+    worker's, when several split one evaluation): the same rows as in the whole batch."""
+    classes = G.num_classes
+    if label is not None and not classes:
+        raise SampleError("--label: this model is not class-conditional")
+    if label is not None and not 0 <= label < classes:
+        raise SampleError(f"--label: must be in [0, {classes - 1}], got {label}")
+    g = torch.Generator().manual_seed(rng_seed(seed, 0x5A))  # drawn on the CPU: the same samples on any device
+    z = torch.randn(num, G.nz, generator=g)
+    y = None
+    if classes:
+        y = torch.full((num,), label) if label is not None else torch.randint(classes, (num,), generator=g)
+    z, y = z[rows], (y[rows] if y is not None else None)
+    device = next(G.parameters()).device
+    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None).float().cpu()
+           for i in range(0, len(z), batch)]
+    return torch.cat(out).clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out), y
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation, row-wise: Gaussian latents live near a sphere, and the straight
+    line between two of them passes through low-norm z the generator rarely saw."""
+    a, b = z0 / z0.norm(dim=-1, keepdim=True), z1 / z1.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a * b).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * z0 + (torch.sin(t * omega) / so) * z1
+
+
+@torch.no_grad()
+def interpolation_grid(G: torch.nn.Module, rows: int, steps: int, seed: int = 0) -> torch.Tensor:
+    """(rows * steps, C, H, W): each row walks from one latent to another. Conditional models: a
+    row per class, every row along the same latent path, so rows differ only by their class."""
+    if steps < 2:
+        raise SampleError(f"--steps: must be >= 2, got {steps}")
+    classes = G.num_classes
+    rows = classes if classes else rows
+    if rows < 1:
+        raise SampleError(f"--rows: must be >= 1, got {rows}")
+    g = torch.Generator().manual_seed(rng_seed(seed, 0x1E))
+    ends = torch.randn(1 if classes else rows, 2, G.nz, generator=g).expand(rows, 2, G.nz)
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    z = slerp(ends[:, :1], ends[:, 1:], t).reshape(rows * steps, G.nz)
+    y = torch.arange(rows).repeat_interleave(steps) if classes else None
+    device = next(G.parameters()).device
+    out = G(z.to(device), y.to(device) if y is not None else None).float().cpu()
+    if out.dim() != 4:
+        raise SampleError("interpolate: this run's generator makes 2D points, not images; use `ganflow sample --out x.png`")
+    return out.clamp(-1, 1)

@@ -1,0 +1,155 @@
+"""Data sets and their registry (entries declare their traits), and the stateless batch sampler
+every worker uses.
+
+A data set is a tensor in memory (or, for images in a bucket, a stream: see images.py): `x` (N, 2) for 2D mixtures or (N, C, H, W) in [-1, 1] for
+images, with optional integer labels. Batches are a pure function of (seed, batch index), so a
+resumed run sees exactly the batches it would have seen, and the global batch is split by rank,
+so two workers on half-batches see what one worker sees on the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from ganflow.config import ConfigError, DataConfig
+from ganflow.core.rng import STREAM_BATCHES, rng_seed
+from ganflow.core.state import DataMeta
+
+
+@dataclass
+class Dataset:
+    x: Optional[torch.Tensor]  # None for a data set streamed from object storage (see images.py)
+    y: Optional[torch.Tensor] = None  # int64 labels, or None
+    num_classes: int = 0
+    centers: Optional[torch.Tensor] = None  # mixture centres of 2D data sets
+    std: float = 0.0  # per-component std of 2D data sets
+    sample_shape: Optional[tuple] = None  # of a streamed data set
+    size: Optional[int] = None  # of a streamed data set
+    classes: Optional[list] = None  # class folder names of an image data set
+
+    @property
+    def streamed(self) -> bool:
+        return self.x is None
+
+    def __len__(self) -> int:
+        return self.size if self.streamed else self.x.shape[0]
+
+    @property
+    def shape(self) -> tuple:
+        """Shape of one sample: (2,) or (C, H, W)."""
+        return tuple(self.sample_shape) if self.streamed else tuple(self.x.shape[1:])
+
+    @property
+    def meta(self) -> DataMeta:
+        """What a checkpoint keeps of this data set (rebuilding the generator needs nothing else)."""
+        return DataMeta(self.shape, self.num_classes, list(self.classes or []),
+                        self.centers.tolist() if self.centers is not None else None)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A data set by name, with what the rest of ganflow may ask of it before loading it."""
+
+    build: Callable[..., Dataset]  # (cfg: DataConfig, seed, storage: S3Options | None) -> Dataset
+    kind: str  # "images" (N, C, H, W) in [-1, 1] | "points" (N, 2)
+    labelled: bool = False  # can carry class labels: data.classes, conditional models
+    needs_path: bool = False  # data.path names the files
+    seeded: bool = False  # drawn from train.seed (its reference statistics depend on it)
+    metrics: Tuple[str, ...] = ()  # what evaluation scores when eval.metrics is empty
+    extractor: str = "inception"  # the feature extractor eval.extractor=auto picks
+    # class names known before loading (data.classes is checked against them), or None
+    known_classes: Callable[[DataConfig], Optional[List[str]]] = lambda cfg: None
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == "images"
+
+
+DATASETS: Dict[str, DataSpec] = {}
+
+
+def register(name: str, **traits):
+    def deco(fn):
+        DATASETS[name] = DataSpec(fn, **traits)
+        return fn
+
+    return deco
+
+
+def spec(name: str) -> DataSpec:
+    """The registry entry of data.name (checked by ganflow.job before anything is built)."""
+    return DATASETS[name]
+
+
+def build_dataset(cfg: DataConfig, seed: int = 0, storage=None) -> Dataset:
+    """`storage` (S3Options) reaches data sets read from s3://; the job's storage settings."""
+    dataset = DATASETS[cfg.name].build(cfg, seed, storage)
+    return select_classes(dataset, list(cfg.classes)) if cfg.classes else dataset
+
+
+def select_classes(dataset: Dataset, keep: list) -> Dataset:
+    """Only the samples of the `keep` classes, relabelled 0..len(keep)-1 in that order: a GAN
+    trained on some classes, to score the others as anomalies (`ganflow score`)."""
+    names = list(dataset.classes or [])
+    missing = [c for c in keep if c not in names]
+    if missing:
+        raise ConfigError(f"data.classes: {missing} not among this data set's classes {names}")
+    old = torch.tensor([names.index(c) for c in keep])
+    mask = (dataset.y[:, None] == old[None, :])
+    rows = mask.any(dim=1)
+    return Dataset(x=dataset.x[rows], y=mask[rows].long().argmax(dim=1), num_classes=len(keep), classes=list(keep))
+
+
+class BatchSampler:
+    """Global batches drawn without replacement, epoch by epoch; each rank takes its slice.
+
+    Each epoch's permutation is drawn on the CPU (the same order on any device) and copied to
+    `device` once, so a step's indices are a slice on the device: no host sync per step."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu"):
+        if global_batch % world_size:
+            raise ValueError("global batch must divide by the world size")
+        self.n, self.batch, self.seed = n, global_batch, seed
+        self.local = global_batch // world_size
+        self.rank = rank
+        self.device = torch.device(device)
+        self._perms: Dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            g = torch.Generator().manual_seed(rng_seed(self.seed, STREAM_BATCHES, epoch))
+            perm = torch.randperm(self.n, generator=g)
+            cuda = self.device.type == "cuda"  # pinned + non_blocking: the copy does not sync the host
+            self._perms[epoch] = (perm.pin_memory() if cuda else perm).to(self.device, non_blocking=cuda)
+        return self._perms[epoch]
+
+    def indices(self, batch_index: int) -> torch.Tensor:
+        """This rank's sample indices for global batch number `batch_index` (on `device`)."""
+        pos = batch_index * self.batch + self.rank * self.local
+        end, parts = pos + self.local, []
+        while pos < end:  # a batch may straddle epochs (or several, for tiny data sets)
+            epoch, offset = divmod(pos, self.n)
+            take = min(end - pos, self.n - offset)
+            parts.append(self._perm(epoch)[offset:offset + take])
+            pos += take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def in_memory_batches(dataset: Dataset, global_batch: int, seed: int, labels: bool, rank: int = 0, world: int = 1,
+                      device: torch.device | str = "cpu"):
+    """`batches(index)` -> this rank's (images, labels or None) of global batch `index`, from a data
+    set held in memory (copied to `device` once). `labels`: the model takes them."""
+    sampler = BatchSampler(len(dataset), global_batch, seed, rank, world, device)
+    x = dataset.x.to(device)
+    y = dataset.y.to(device) if labels else None
+
+    def batches(index: int):
+        idx = sampler.indices(index)
+        return x[idx], (y[idx] if y is not None else None)
+
+    return batches

@@ -1,0 +1,128 @@
+"""A job as it runs: the config loaded (ganflow.config), its defaults resolved from the registries
+and its sections checked against each other, once, before anything starts; and the objects it
+builds. Adding a data set, a model or a loss touches its registry entry, never this file.
+
+`load_job` is what the CLI, sweeps and submissions call; its result is what a run saves as
+config.yaml, and what workers and checkpoints rebuild with `config.from_dict` (unchecked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+
+from ganflow import data, models
+from ganflow.config import ConfigError, JobConfig, load
+from ganflow.config.load import fail, one_of
+from ganflow.core.augment import AUGMENTATIONS
+from ganflow.core.losses import LOSSES
+from ganflow.core.state import TrainingState
+from ganflow.metrics.features import EXTRACTORS
+from ganflow.metrics.scoring import METRICS, EvalError, check_metrics, default_metrics, ranking
+
+def load_job(path: Optional[str | Path] = None, overrides: Optional[List[str]] = None) -> JobConfig:
+    """The job file with its dotted overrides, resolved and checked: one line naming the key otherwise."""
+    return check(resolve(load(path, overrides)))
+
+
+def resolve(cfg: JobConfig) -> JobConfig:
+    """A copy of `cfg` with the defaults that depend on other choices filled in: the loss's penalty
+    and critic steps, no D normalisation under spectral norm, no augmentation spelled as ""."""
+    one_of("loss.name", cfg.loss.name, tuple(LOSSES))
+    loss = LOSSES[cfg.loss.name]
+    lo, m, t = cfg.loss, cfg.model, cfg.train
+    return dataclasses.replace(
+        cfg,
+        loss=dataclasses.replace(lo, gp_weight=loss.gp_weight if lo.gp_weight is None else lo.gp_weight,
+                                 n_critic=loss.n_critic if lo.n_critic is None else lo.n_critic),
+        model=dataclasses.replace(m, d_norm="none" if m.spectral_norm else m.d_norm),  # SN replaces normalisation in D
+        train=dataclasses.replace(t, augment=t.augment or ""),
+    )
+
+
+def check(cfg: JobConfig) -> JobConfig:
+    """Cross-section checks, asked of the registries' entries; `cfg` is returned unchanged."""
+    d, m = cfg.data, cfg.model
+    one_of("data.name", d.name, tuple(data.DATASETS))
+    ds = data.spec(d.name)
+    if ds.needs_path and not d.path:
+        fail("data.path", f"is required for data.name={d.name} (a folder of PNG/JPEG files)")
+    if ds.is_image:
+        r = d.resolution
+        if r < 8 or r > 1024 or r & (r - 1):
+            fail("data.resolution", f"must be a power of two between 8 and 1024, got {r}")
+    if d.classes is not None:
+        if not ds.labelled:
+            labelled = sorted(n for n, s in data.DATASETS.items() if s.labelled)
+            fail("data.classes", f"needs labelled image data ({' or '.join(labelled)}), got data.name={d.name}")
+        known = ds.known_classes(d)
+        missing = [c for c in d.classes if known is not None and c not in known]
+        if missing:
+            fail("data.classes", f"{missing} not among the classes {known}")
+
+    one_of("model.name", m.name, tuple(models.MODELS))
+    ms = models.spec(m.name)
+    if ms.data_kind != ds.kind:
+        fitting = [n for n, s in models.MODELS.items() if s.data_kind == ds.kind]
+        what = "2D data" if ms.data_kind == "points" else "image data"
+        verb = "is for" if ms.data_kind == "points" else "needs"
+        fail("model.name", f"{m.name} {verb} {what}; use {' or '.join(fitting)} for data.name={d.name}")
+    if ms.conditional and not ds.labelled:
+        labelled = sorted(n for n, s in data.DATASETS.items() if s.labelled)
+        fail("model.name", f"{m.name} needs labelled data ({' or '.join(labelled)}), got data.name={d.name}")
+
+    lo = cfg.loss
+    if LOSSES[lo.name].needs_gp and lo.gp_weight == 0:
+        fail("loss.gp_weight", f"must be > 0 for loss.name={lo.name} (10 is the paper's value)")
+
+    if cfg.train.augment:
+        if not ds.is_image:
+            fail("train.augment", "DiffAugment applies to images only; leave it empty for 2D data")
+        for policy in cfg.train.augment.split(","):
+            one_of("train.augment", policy.strip(), tuple(AUGMENTATIONS))
+
+    _check_eval(cfg)
+    return cfg
+
+
+def _check_eval(cfg: JobConfig) -> None:
+    e = cfg.eval
+    one_of("eval.extractor", e.extractor, ("auto", *EXTRACTORS))
+    for name in e.metrics:
+        one_of("eval.metrics", name, tuple(METRICS))
+    names = e.metrics or default_metrics(cfg)
+    if e.every and not names:
+        fail("eval.metrics", f"no metric fits data.name={cfg.data.name} yet; choose from {', '.join(METRICS)}")
+    try:
+        check_metrics(cfg, names)
+    except EvalError as err:
+        raise ConfigError(str(err)) from None
+    if "pr" in names and min(e.num_samples, e.reference_samples) < 4:  # k=3 neighbours need 4 points a side
+        fail("eval.num_samples", "pr needs eval.num_samples and eval.reference_samples >= 4")
+    if e.best is not None:
+        try:
+            ranking(names, e.best)
+        except EvalError as err:
+            raise ConfigError(str(err)) from None
+
+
+def build_training(cfg: JobConfig, device: torch.device, dataset: Optional[data.Dataset] = None
+                   ) -> Tuple[data.Dataset, TrainingState]:
+    """Data set (unless given), models and training state for one worker (tests and benchmarks too)."""
+    torch.manual_seed(cfg.train.seed)  # identical init on every rank; DDP broadcasts rank 0's anyway
+    if dataset is None:
+        from ganflow.store import store_options
+
+        dataset = data.build_dataset(cfg.data, cfg.train.seed, store_options(cfg.storage))
+    G, D = models.build_models(cfg.model, dataset.shape, dataset.num_classes)
+    return dataset, TrainingState.create(cfg, G, D, device)
+
+
+def batches_for(cfg: JobConfig, dataset: data.Dataset, G: torch.nn.Module, rank: int = 0, world: int = 1,
+                device: torch.device | str = "cpu"):
+    """This rank's in-memory batches for `fit`, with labels when the generator takes them."""
+    return data.in_memory_batches(dataset, cfg.train.batch_size, cfg.train.seed, labels=G.num_classes > 0,
+                                  rank=rank, world=world, device=device)

@@ -1,0 +1,74 @@
+"""Finding or starting the Ray a command runs on, and saying up front when it cannot place a job."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+from ganflow.config import ConfigError, ScalingConfig
+from ganflow.ray.hooks import PIN_STATE_API
+
+
+def ensure_ray(address: Optional[str] = None) -> bool:
+    """Connect to `address` (or RAY_ADDRESS), else start an in-process local Ray. True if we did either."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        start_local_ray()
+        return True
+    # Workers are told their cluster's address (the State API otherwise asks the machine's last `ray start`);
+    # a submitted job's come from the submission, and Ray refuses the same runtime_env key twice.
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    ray.init(address=address, logging_level=logging.WARNING, **({} if in_job else {"runtime_env": dict(PIN_STATE_API)}))
+    return True
+
+
+def start_local_ray(**options: Any) -> None:
+    """A new Ray of our own ("local": never the last `ray start` cluster Ray would find), with its
+    dashboard (Ray Train's placement-group cleaner asks its State API) and its workers pinned to
+    it; `options` go to `ray.init` (num_cpus, ...)."""
+    import ray
+
+    ray.init(**{"address": "local", "include_dashboard": True, "dashboard_port": _free_dashboard_port(),
+                "logging_level": logging.WARNING, "configure_logging": True, "runtime_env": dict(PIN_STATE_API), **options})
+
+
+def _free_dashboard_port(preferred: int = 8265) -> int:
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    return preferred
+
+
+def check_fits_local_ray(scaling: ScalingConfig, address: Optional[str] = None) -> None:
+    """Ray Train waits forever (retrying every 60 s) for workers a fixed cluster cannot place; on
+    the in-process Ray, or one already running here, say so up front instead. A remote cluster may
+    autoscale, so it is left to Ray."""
+    import ray
+
+    if ray.is_initialized():
+        have = ray.cluster_resources()
+    elif address or os.environ.get("RAY_ADDRESS"):
+        return
+    else:
+        import torch
+
+        have = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    per_worker = {"CPU": 1.0, **({"GPU": 1.0} if scaling.use_gpu else {}), **scaling.resources_per_worker}
+    for res, amount in per_worker.items():
+        need = amount * scaling.num_workers
+        if need > have.get(res, 0.0) + 1e-9:
+            key = "scaling.use_gpu" if res == "GPU" and res not in scaling.resources_per_worker \
+                else f"scaling.resources_per_worker.{res}"
+            raise ConfigError(f"{key}: {scaling.num_workers} workers x {amount:g} {res} need {need:g}, "
+                              f"the local Ray has {have.get(res, 0.0):g}; lower {key} or scaling.num_workers")

@@ -1,0 +1,97 @@
+"""The Ray Train driver: checks what can be checked before Ray starts, writes the run's first
+files, and launches the worker loop (ganflow.ray.worker) with `TorchTrainer`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from typing import Optional
+
+from ganflow.config import JobConfig, from_dict, redact
+from ganflow.data import build_dataset
+from ganflow.data.images import ray_dataset
+from ganflow.metrics.scoring import check_extractor
+from ganflow.ray.cluster import check_fits_local_ray, ensure_ray
+from ganflow.ray.signals import SigtermStop
+from ganflow.ray.worker import train_loop_per_worker
+from ganflow.run.run import Run
+from ganflow.store import StorageError, is_s3, store_options
+from ganflow.tracking.settings import prepare as prepare_tracking
+
+log = logging.getLogger("ganflow.train")
+
+
+def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None, callbacks=None,
+        fork_from: Optional[str] = None, stop: Optional[SigtermStop] = None) -> Run:
+    """Train `cfg` (a fresh run, or the run at `resume` continued to cfg.train.steps); returns the run.
+    `fork_from` (a checkpoint URI of another run): the fresh run starts from a copy of it, at its
+    step, with cfg's learning rates (a PBT exploit). `cfg` is a checked job (ganflow.job.load_job).
+    `stop` (the CLI's): a SIGTERM marks the run stopped and raises KeyboardInterrupt.
+
+    Storage is checked before Ray starts: the resolved config is the first write, so a wrong
+    endpoint, a missing bucket or missing credentials fail here (StorageError) with nothing written;
+    so does a data.path in a bucket that holds no images (ConfigError)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    cfg = from_dict(redact(cfg.to_dict()))  # no credential travels on: config.yaml, checkpoints, W&B
+    check_fits_local_ray(cfg.scaling, address)
+    options = store_options(cfg.storage)
+    if cfg.eval.every:  # weights missing offline: say where to put them before anything is written
+        check_extractor(cfg, options)
+    # images in a bucket are streamed by Ray Data and split across the workers by Ray Train;
+    # listed first, so a wrong data.path fails (ConfigError) before anything is written
+    streamed = build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
+    run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
+    wandb_settings = prepare_tracking(cfg)  # before the first write: a broken W&B leaves nothing behind
+    run.store.check()
+    if wandb_settings.mode == "offline":
+        print(f"[ganflow] W&B offline: {wandb_settings.dir}/wandb/offline-run-*-{run.id} "
+              "(upload with `wandb sync`)", file=sys.stderr)
+    run.write_config(cfg.to_yaml())
+    run.write_status("running")
+    if fork_from and not resume:
+        copied = run.adopt_checkpoint(fork_from)
+        print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
+    storage_path, name, filesystem = run.ray_storage()
+    started = ensure_ray(address)
+    if stop is not None:
+        stop.install()
+    datasets = {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None
+    s = cfg.scaling
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": cfg.to_dict(), "run_uri": run.uri, "progress_bar": sys.stderr.isatty(),
+                           "wandb": wandb_settings.to_dict(),
+                           "streamed": {"size": len(streamed), "classes": streamed.classes} if streamed else None},
+        datasets=datasets,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks,  # a sweep's trial passes Tune's report callback
+        ),
+    )
+    fit_started = time.perf_counter()
+    try:
+        with stop.watching(run) if stop is not None else contextlib.nullcontext():
+            trainer.fit()
+    except BaseException as err:
+        try:
+            run.write_status("stopped" if isinstance(err, KeyboardInterrupt) else "failed")
+        except StorageError as err:  # storage may be why it failed; keep the original error
+            log.warning("could not mark %s failed: %s", run.uri, err)
+        raise
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    run.write_status("completed", step=cfg.train.steps, fit_seconds=round(time.perf_counter() - fit_started, 1))
+    return run

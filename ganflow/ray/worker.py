@@ -1,0 +1,195 @@
+"""The Ray Train worker: `core.fit` on this worker's slice of every global batch, with hooks that
+write the run's files, track to W&B, evaluate, and report checkpoints to Ray.
+
+It talks to Ray through a handful of calls only: `get_context`, `get_device`, `prepare_model`,
+`get_dataset_shard`, `get_checkpoint` and `report`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from ganflow.config import JobConfig, from_dict
+from ganflow.core.fit import Hooks, fit
+from ganflow.core.state import DataMeta, TrainingState, unwrap
+from ganflow.core.visual import grid_png, scatter_png
+from ganflow.data.images import StreamedBatches, streamed_dataset
+from ganflow.job import batches_for, build_training
+from ganflow.metrics.scoring import PeriodicEval
+from ganflow.run import checkpoint as ckpt
+from ganflow.run.layout import RunLayout
+from ganflow.run.run import Run
+from ganflow.store import store_options
+from ganflow.tracking.tracker import Tracker, open_tracker
+
+# Ray Train V2 keeps one unconsumed report per worker and takes it every ~2 s: metrics-only
+# reports are spaced by this much (each checkpoint is still reported; metrics.jsonl gets every log step).
+RAY_REPORT_INTERVAL_S = 10.0
+
+
+def _say(line: str) -> None:
+    """A line on the worker's stdout, which Ray forwards to the driver once (`print` went twice)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class Progress:
+    """Rank 0's progress: Ray's tqdm bar when the driver has a terminal, else a log line per report."""
+
+    def __init__(self, total: int, initial: int, bar: bool):
+        self.total, self.last, self.bar = total, initial, None
+        self.started, self.start_step = time.perf_counter(), initial
+        if bar:
+            from ray.experimental.tqdm_ray import tqdm
+
+            self.bar = tqdm(total=total, desc="train")
+            self.bar.update(initial)
+
+    def update(self, step: int, m: Dict[str, float]) -> None:
+        done = step - self.start_step
+        eta = (time.perf_counter() - self.started) / max(done, 1) * (self.total - step)
+        text = f"D {m['loss/d']:.3f} G {m['loss/g']:.3f} | {m['throughput/imgs_per_s']:.0f} img/s"
+        if self.bar is not None:
+            self.bar.set_description(f"train | {text}")
+            self.bar.update(step - self.last)
+        else:
+            _say(f"[ganflow] step {step}/{self.total} | {text} | ETA {eta:.0f}s")
+        self.last = step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class WorkerHooks(Hooks):
+    """What a Ray Train worker does around the GAN steps (rank 0 writes; every rank reports)."""
+
+    def __init__(self, cfg: JobConfig, run: Run, state: TrainingState, meta: DataMeta, rank: int, world: int,
+                 tracker: Tracker, evaluation: Optional[PeriodicEval], progress: Optional[Progress]):
+        self.cfg, self.run, self.state, self.meta = cfg, run, state, meta
+        self.rank, self.world, self.tracker = rank, world, tracker
+        self.evaluation, self.progress = evaluation, progress
+        self.last_report = time.monotonic()
+
+    def report_due(self) -> bool:
+        return time.monotonic() - self.last_report >= RAY_REPORT_INTERVAL_S
+
+    def log(self, step: int, metrics: Dict[str, float]) -> None:
+        self.run.append_metrics(metrics)
+        self.tracker.log(metrics, step)
+        self.progress.update(step, metrics)
+
+    def sample(self, step: int, images: torch.Tensor) -> None:
+        centers = torch.tensor(self.meta.centers) if self.meta.centers is not None else None
+        png = scatter_png(images, centers) if images.dim() == 2 else grid_png(images)
+        self.run.put_sample(step, png)
+        self.tracker.log_samples(png, step)
+
+    def evaluate(self, step: int) -> Tuple[Dict[str, float], bool]:
+        if self.evaluation is None:
+            return {}, False
+        return self.evaluation(self.state.sampler_model, step, self.rank, self.world)
+
+    def report(self, metrics: Dict[str, float]) -> None:
+        import ray.train
+
+        ray.train.report(metrics)
+        self.last_report = time.monotonic()
+
+    def checkpoint(self, step: int, metrics: Dict[str, float], best: bool) -> None:
+        """Rank 0 writes the checkpoint locally, then publishes it into the run (atomically)
+        through Ray's upload hook, so Ray's restore and ours see the same checkpoint; W&B gets an
+        artifact referencing it there."""
+        import ray.train
+
+        key = RunLayout.checkpoint(step)
+        self.last_report = time.monotonic()
+        if self.rank != 0:
+            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=key)
+            return
+        run, cfg = self.run, self.cfg
+
+        def upload(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+            run.publish_checkpoint(Path(checkpoint.path), step)
+            return run.ray_checkpoint(dir_name)
+
+        with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as tmp:
+            ckpt.write_checkpoint(self.state.state_dict(), cfg.to_dict(), cfg.hash(), Path(tmp), self.meta)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=key,
+                             checkpoint_upload_fn=upload)
+            uri = run.store.uri(key)
+            self.tracker.log_checkpoint(uri, Path(tmp), step, best)
+            if step == cfg.train.steps:
+                self.tracker.log_generator(uri, Path(tmp), step)
+
+
+def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from ganflow.ray.compat import quiet_ray_train_report_logs
+
+    quiet_ray_train_report_logs()
+    cfg = from_dict(loop_config["job"])
+    run = Run.open(loop_config["run_uri"], store_options(cfg.storage))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    streamed = loop_config.get("streamed")  # a bucket's images: described once, by the driver
+    dataset, state = build_training(cfg, device, streamed_dataset(cfg.data, **streamed) if streamed else None)
+    # After a worker failure Ray hands back its latest checkpoint; on `--resume` the run location
+    # has them. Either way the newest one that passes its checksums wins.
+    reported = ray.train.get_checkpoint()
+    found = run.load_latest_checkpoint(prefer=RunLayout.checkpoint_of(reported.path) if reported else None)
+    if found is not None:
+        resume_from, sd, _ = found
+        state.load_state_dict(sd)
+        state.set_lr(cfg.optim.g.lr, cfg.optim.d.lr)  # the config's rates win over the restored ones
+        if rank == 0:
+            _say(f"[ganflow] resuming from {resume_from} (step {state.step})")
+    tracker = Tracker()
+    evaluation = None
+    kept: List[Dict[str, Any]] = []  # rank 0: the records up to the restored step
+    if rank == 0:  # records past the restored step (or all, with no checkpoint) are redone
+        logged_through = run.truncate_metrics(state.step)
+        kept = run.read_metrics()
+        tracker = open_tracker(loop_config["wandb"], run.id, cfg.to_dict(), rank, skip_through=logged_through)
+        for record in kept:  # W&B commits a row when the next step arrives: a killed attempt's
+            tracker.log(record, record["step"])  # last rows may be missing there (logs only those)
+        tracker.set_summary({"run_uri": run.uri})
+    if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
+        evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage))
+    progress = Progress(cfg.train.steps, state.step, loop_config.get("progress_bar", False)) if rank == 0 else None
+    started = time.perf_counter()
+    try:
+        G, D = state.G, state.D
+        if cfg.scaling.sync_batchnorm:
+            G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+            D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
+        G = ray.train.torch.prepare_model(G, move_to_device=False)  # DDP when world > 1
+        D = ray.train.torch.prepare_model(D, move_to_device=False)
+        state.G, state.D = unwrap(G), unwrap(D)
+        if dataset.streamed:  # this worker's shard of the Ray Data stream
+            batches = StreamedBatches(ray.train.get_dataset_shard("train"), cfg.train.batch_size // world,
+                                      cfg.train.seed, device)
+        else:
+            batches = batches_for(cfg, dataset, state.G, rank, world, device)
+        hooks = WorkerHooks(cfg, run, state, dataset.meta, rank, world, tracker, evaluation, progress)
+        fit(cfg, state, batches, hooks, rank=rank, world=world, G=G, D=D)
+        if progress is not None:
+            progress.close()
+        if rank == 0:
+            tracker.set_summary({"final_step": state.step, "wall_time_s": time.perf_counter() - started,
+                                 **(evaluation.summary() if evaluation is not None else {})})
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
+    tracker.finish()

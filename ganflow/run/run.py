@@ -1,0 +1,202 @@
+"""A run location: one run's files (as `RunLayout` places them) in a Store rooted at
+`<storage.uri>/<experiment>/<run_id>`, a local directory or `s3://bucket/prefix/...`; and finding
+runs under a storage root.
+
+Only rank 0 of a training job writes. Where appending is not cheap (a bucket), metrics.jsonl is
+uploaded whole, at most every METRICS_FLUSH_S seconds and at every checkpoint and status change,
+so a reader never sees it half-written and never more than that stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ganflow.run import checkpoint as ckpt
+from ganflow.run.layout import RunLayout
+from ganflow.store import NotFound, S3Options, Store, join, open_store
+
+METRICS_FLUSH_S = 10.0
+
+
+class Run:
+    """One run's files. `Run.create` makes a new location, `Run.open` an existing one."""
+
+    def __init__(self, store: Store, options: S3Options = S3Options()):
+        self.store, self.options = store, options
+        self._metrics: Optional[List[str]] = None  # a bucket's metrics.jsonl, lines held in memory
+        self._metrics_flushed = time.monotonic()
+
+    @classmethod
+    def open(cls, uri: str | os.PathLike, options: S3Options = S3Options()) -> "Run":
+        return cls(open_store(uri, options), options)
+
+    @classmethod
+    def create(cls, storage_uri: str, experiment: str, options: S3Options = S3Options()) -> "Run":
+        root = open_store(storage_uri, options)
+        return cls(open_store(root.uri(RunLayout.run_key(experiment, RunLayout.new_run_id())), options), options)
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri()
+
+    @property
+    def id(self) -> str:
+        """The run id: the location's last path component (also the W&B run id)."""
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def __str__(self) -> str:
+        return self.uri
+
+    # --- config and status ---
+
+    def write_config(self, yaml_text: str) -> None:
+        self.store.put_bytes(RunLayout.CONFIG, yaml_text.encode())
+
+    def read_config(self) -> str:
+        return self.store.get_bytes(RunLayout.CONFIG).decode()
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        self.flush_metrics()
+        self.store.put_bytes(RunLayout.STATUS, json.dumps({"status": status, "time": time.time(), **extra}).encode())
+
+    def read_status(self) -> Dict[str, Any]:
+        try:
+            return json.loads(self.store.get_bytes(RunLayout.STATUS))
+        except NotFound:
+            return {}
+
+    # --- metrics.jsonl ---
+
+    def append_metrics(self, record: Dict[str, Any]) -> None:
+        line = json.dumps(record) + "\n"
+        if self.store.cheap_appends:
+            self.store.append_bytes(RunLayout.METRICS, line.encode())
+            return
+        self._metric_lines().append(line)
+        if time.monotonic() - self._metrics_flushed >= METRICS_FLUSH_S:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        if self._metrics is not None:
+            self.store.put_bytes(RunLayout.METRICS, "".join(self._metrics).encode())
+            self._metrics_flushed = time.monotonic()
+
+    def _stored_lines(self) -> List[str]:
+        try:
+            return self.store.get_bytes(RunLayout.METRICS).decode().splitlines(keepends=True)
+        except NotFound:
+            return []
+
+    def _metric_lines(self) -> List[str]:
+        """A buffered store's lines, read once and kept in memory from then on."""
+        if self._metrics is None:
+            self._metrics = self._stored_lines()
+        return self._metrics
+
+    def read_metrics(self) -> List[Dict[str, Any]]:
+        lines = self._stored_lines() if self.store.cheap_appends else self._metric_lines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def truncate_metrics(self, last_step: int) -> int:
+        """Drop records logged after `last_step`, so a resumed run never repeats a step; returns
+        the last step that had been logged before (how far a cut-short attempt got)."""
+        records = self.read_metrics()
+        kept = [json.dumps(r) + "\n" for r in records if r["step"] <= last_step]
+        self.store.put_bytes(RunLayout.METRICS, "".join(kept).encode())
+        self._metrics = None if self.store.cheap_appends else kept
+        self._metrics_flushed = time.monotonic()
+        return max((r["step"] for r in records), default=0)
+
+    # --- samples and checkpoints ---
+
+    def put_sample(self, step: int, png: bytes) -> None:
+        self.store.put_bytes(RunLayout.sample(step), png)
+
+    def publish_checkpoint(self, local_dir: Path, step: int) -> str:
+        """Make a finished checkpoint visible (files first, manifest last); returns its URI."""
+        self.flush_metrics()  # the bucket's metrics are never behind its newest checkpoint
+        return ckpt.publish_to(self.store, local_dir, RunLayout.checkpoint(step))
+
+    def adopt_checkpoint(self, uri: str) -> str:
+        """Copy checkpoint `uri` of another run in as this run's own, at the same step, so that
+        this run starts where that one was (PBT's exploit); the source is left as it was."""
+        try:
+            source_run, key = RunLayout.split_checkpoint(uri)
+        except ValueError as err:
+            raise ckpt.CheckpointError(str(err)) from None
+        source = Run.open(source_run, self.options)
+        with tempfile.TemporaryDirectory(prefix="ganflow-adopt-") as tmp:
+            fetched = ckpt.fetch(source.store, key, Path(tmp))  # locally: in place
+            return self.publish_checkpoint(fetched, RunLayout.step_of(key))  # copies
+
+    def checkpoints(self) -> List[str]:
+        """Checkpoint keys, newest first (complete or not)."""
+        return ckpt.list_checkpoints_in(self.store, "")
+
+    def load_latest_checkpoint(self, prefer: Optional[str] = None) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+        """(uri, state, manifest) of checkpoint key `prefer` if intact, else of the newest intact one."""
+        with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as cache:
+            return ckpt.load_latest_from(self.store, "", Path(cache), prefer)
+
+    # --- Ray Train's view of the same location ---
+
+    def ray_storage(self) -> Tuple[str, str, Any]:
+        """(storage_path, name, storage_filesystem) for `ray.train.RunConfig`: Ray's run directory is this run's location."""
+        path, filesystem = self.store.ray_path()
+        parent, name = path.rsplit("/", 1)
+        return parent, name, filesystem
+
+    def ray_checkpoint(self, key: str):
+        """A `ray.train.Checkpoint` naming checkpoint `key` where Ray's storage sees it."""
+        import ray.train
+
+        path, filesystem = self.store.ray_path(key)
+        return ray.train.Checkpoint(path=path, filesystem=filesystem)
+
+
+# --- finding runs ---
+
+
+def find_runs(store: Store, max_depth: int = 2) -> List[str]:
+    """Keys of the runs (locations holding config.yaml) at `store`'s root, or up to `max_depth`
+    levels below it (a storage root holds experiments, which hold runs)."""
+    if store.exists(RunLayout.CONFIG):
+        return [""]
+    found, level = [], [""]
+    for _ in range(max_depth):
+        below = [join(key, d) for key in level for d in store.list_dirs(key)]
+        for key in below:
+            if store.exists(join(key, RunLayout.CONFIG)):
+                found.append(key)
+        level = [k for k in below if k not in found]
+    return sorted(found)
+
+
+def summarize(run: Run) -> Dict[str, Any]:
+    """What `ganflow runs list` shows for one run: status, step, latest checkpoint and metrics."""
+    status = run.read_status()
+    metrics = run.read_metrics()
+    latest = metrics[-1] if metrics else {}
+    checkpoints = run.checkpoints()
+    return {
+        "run": run.uri,
+        "status": status.get("status", "unknown"),
+        "step": int(latest.get("step", status.get("step", 0))),
+        "checkpoint_step": RunLayout.step_of(checkpoints[0]) if checkpoints else None,
+        "updated": status.get("time"),
+        "metrics": {k: v for k, v in latest.items() if k != "step"},
+    }
+
+
+def list_runs(location: str, options: S3Options = S3Options()) -> List[Dict[str, Any]]:
+    root = open_store(location, options)
+    runs = []
+    for key in find_runs(root):
+        store = root if not key else open_store(root.uri(key), options)
+        runs.append(summarize(Run(store, options)))
+    return runs

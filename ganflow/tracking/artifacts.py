@@ -1,0 +1,65 @@
+"""From a W&B artifact ganflow logged back to the checkpoint it references:
+`wandb:[entity/][project/]name[:alias]`, online through the W&B API, offline from the run files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+from urllib.parse import urlsplit
+
+from ganflow.config import WandbConfig
+from ganflow.run.layout import RunLayout
+from ganflow.tracking.settings import ONLINE_CHECK_TIMEOUT_S, TrackingError, resolve
+
+WANDB_SCHEME = "wandb:"
+
+
+def _checkpoint_location(metadata: Dict[str, Any], references: Dict[str, str]) -> Optional[str]:
+    """The storage location an artifact logged by ganflow stands for."""
+    if metadata.get("uri"):
+        return metadata["uri"]
+    ref = references.get(RunLayout.MANIFEST)
+    if ref:
+        parent = ref.rsplit("/", 1)[0]
+        return urlsplit(parent).path if parent.startswith("file://") else parent
+    return None
+
+
+def resolve_artifact(spec: str, wandb_dir: Optional[str] = None) -> str:
+    """The checkpoint location behind `wandb:[entity/][project/]name[:alias]` (alias default
+    `latest`). Online (WANDB_API_KEY, not WANDB_MODE=offline) through the W&B API; offline from
+    the offline runs under `wandb_dir` (default WANDB_DIR, else the working directory)."""
+    body = spec[len(WANDB_SCHEME):] if spec.startswith(WANDB_SCHEME) else spec
+    path, _, alias = body.rpartition(":") if ":" in body else (body, "", "latest")
+    parts = path.split("/")
+    if not path or len(parts) > 3 or not all(parts):
+        raise TrackingError(f"{spec}: expected wandb:[entity/][project/]name[:alias], e.g. wandb:team/ganflow/generator-<run_id>:latest")
+    name, project, entity = parts[-1], (parts[-2] if len(parts) > 1 else None), (parts[-3] if len(parts) > 2 else None)
+    settings = resolve(WandbConfig(project=project or "ganflow", entity=entity))
+    if settings.mode == "online":
+        import wandb
+
+        try:
+            art = wandb.Api(timeout=ONLINE_CHECK_TIMEOUT_S).artifact(f"{'/'.join(p for p in (entity, settings.project) if p)}/{name}:{alias}")
+        except Exception as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise TrackingError(f"{spec}: W&B could not resolve it ({first})") from None
+        found = _checkpoint_location(art.metadata, {e.path: e.ref for e in art.manifest.entries.values() if e.ref})
+    else:
+        from ganflow.tracking.runfiles import offline_runs
+
+        root = wandb_dir or os.environ.get("WANDB_DIR") or os.getcwd()
+        found = None
+        for run in offline_runs(Path(root)):
+            if project is not None and run.project != project:
+                continue
+            for art in run.artifacts:  # in logging order: the last holder of an alias has it now
+                if art.name == name and alias in art.aliases:
+                    found = _checkpoint_location(art.metadata, art.references)
+        if found is None:
+            raise TrackingError(f"{spec}: no offline W&B run under {root} logged artifact {name!r} with alias {alias!r} "
+                                "(set WANDB_DIR to where the run's wandb/ folder is, or WANDB_API_KEY to ask W&B)")
+    if found is None:
+        raise TrackingError(f"{spec}: this artifact does not point at a ganflow checkpoint")
+    return found
