@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--rows", type=int, default=8, help="latent paths (unconditional models)")
     i.add_argument("--steps", type=int, default=10, help="images along each path")
     i.add_argument("--seed", type=int, default=0)
-    i.set_defaults(verb="sample:main_interpolate")
+    i.set_defaults(verb="interpolate:main")
 
     y = sub.add_parser("synth", help="a labelled synthetic data set (PNG class folders or npz shards), local or s3://")
     y.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")

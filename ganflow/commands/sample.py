@@ -1,4 +1,4 @@
-"""`ganflow sample` and `ganflow interpolate`: a generator rebuilt from a checkpoint alone.
+"""`ganflow sample`: samples of a generator rebuilt from a checkpoint alone.
 
 .npz: float32 `images` (N, C, H, W) in [-1, 1] (+ int64 `labels` for conditional models), or
 float32 `samples` (N, 2) for 2D models. .png: a grid (images) or a scatter plot (2D).
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ganflow.commands.common import RUN_ERRORS, die, load_generator
-from ganflow.core.sampling import SampleError, generate, interpolation_grid
+from ganflow.core.sampling import SampleError, generate
 from ganflow.core.visual import grid_png, scatter_png
 from ganflow.store.atomic import write_atomic
 
@@ -42,26 +42,9 @@ def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: O
     return out
 
 
-def interpolate_to_file(run: str | Path, out: Path, rows: int = 8, steps: int = 10, seed: int = 0) -> Path:
-    if out.suffix.lower() != ".png":
-        raise SampleError(f"--out: {out} must end in .png")
-    images = interpolation_grid(load_generator(run).G, rows, steps, seed)
-    write_atomic(out, grid_png(images, nrow=steps))
-    return out
-
-
 def main(args: argparse.Namespace) -> int:
     try:
         path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label)
-    except RUN_ERRORS as err:
-        return die(str(err))
-    print(path)
-    return 0
-
-
-def main_interpolate(args: argparse.Namespace) -> int:
-    try:
-        path = interpolate_to_file(args.run, Path(args.out), rows=args.rows, steps=args.steps, seed=args.seed)
     except RUN_ERRORS as err:
         return die(str(err))
     print(path)

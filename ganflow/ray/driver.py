@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 import time
+from dataclasses import asdict
 from typing import Optional
 
 from ganflow.config import JobConfig, from_dict, redact
@@ -15,7 +16,7 @@ from ganflow.data.images import ray_dataset
 from ganflow.metrics.scoring import check_extractor
 from ganflow.ray.cluster import check_fits_local_ray, ensure_ray
 from ganflow.ray.signals import SigtermStop
-from ganflow.ray.worker import train_loop_per_worker
+from ganflow.ray.worker import LoopConfig, train_loop_per_worker
 from ganflow.run.run import Run
 from ganflow.store import StorageError, is_s3, store_options
 from ganflow.tracking.settings import prepare as prepare_tracking
@@ -63,9 +64,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     s = cfg.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": cfg.to_dict(), "run_uri": run.uri, "progress_bar": sys.stderr.isatty(),
-                           "wandb": wandb_settings.to_dict(),
-                           "streamed": {"size": len(streamed), "classes": streamed.classes} if streamed else None},
+        train_loop_config=asdict(LoopConfig(
+            job=cfg.to_dict(), run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
+            streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None)),
         datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)

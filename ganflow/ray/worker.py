@@ -11,6 +11,7 @@ import logging
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -130,6 +131,17 @@ class WorkerHooks(Hooks):
                 self.tracker.log_generator(uri, Path(tmp), step)
 
 
+@dataclass
+class LoopConfig:
+    """What the driver hands every worker (as a dict: Ray's `train_loop_config`)."""
+
+    job: Dict[str, Any]  # the checked, redacted job (JobConfig.to_dict())
+    run_uri: str
+    wandb: Dict[str, Any]  # tracking.settings.WandbSettings, resolved on the driver
+    progress_bar: bool = False  # the driver has a terminal
+    streamed: Optional[Dict[str, Any]] = None  # a bucket's images, as the driver listed them: size, classes
+
+
 def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -137,14 +149,14 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     from ganflow.ray.compat import quiet_ray_train_report_logs
 
     quiet_ray_train_report_logs()
-    cfg = from_dict(loop_config["job"])
-    run = Run.open(loop_config["run_uri"], store_options(cfg.storage))
+    args = LoopConfig(**loop_config)
+    cfg = from_dict(args.job)
+    run = Run.open(args.run_uri, store_options(cfg.storage))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
 
-    streamed = loop_config.get("streamed")  # a bucket's images: described once, by the driver
-    dataset, state = build_training(cfg, device, streamed_dataset(cfg.data, **streamed) if streamed else None)
+    dataset, state = build_training(cfg, device, streamed_dataset(cfg.data, **args.streamed) if args.streamed else None)
     # After a worker failure Ray hands back its latest checkpoint; on `--resume` the run location
     # has them. Either way the newest one that passes its checksums wins.
     reported = ray.train.get_checkpoint()
@@ -161,13 +173,13 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     if rank == 0:  # records past the restored step (or all, with no checkpoint) are redone
         logged_through = run.truncate_metrics(state.step)
         kept = run.read_metrics()
-        tracker = open_tracker(loop_config["wandb"], run.id, cfg.to_dict(), rank, skip_through=logged_through)
+        tracker = open_tracker(args.wandb, run.id, cfg.to_dict(), rank, skip_through=logged_through)
         for record in kept:  # W&B commits a row when the next step arrives: a killed attempt's
             tracker.log(record, record["step"])  # last rows may be missing there (logs only those)
         tracker.set_summary({"run_uri": run.uri})
     if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
         evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage))
-    progress = Progress(cfg.train.steps, state.step, loop_config.get("progress_bar", False)) if rank == 0 else None
+    progress = Progress(cfg.train.steps, state.step, args.progress_bar) if rank == 0 else None
     started = time.perf_counter()
     try:
         G, D = state.G, state.D

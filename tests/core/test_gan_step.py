@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from ganflow import config
 from ganflow.core.augment import DiffAugment
+from ganflow.core.fit import Hooks, fit
 from ganflow.core.gan import GANStep
-from ganflow.job import load_job, build_training
+from ganflow.job import batches_for, build_training, load_job
 
 CPU = torch.device("cpu")
 SMALL = ["data.resolution=16", "model.nz=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8"]
@@ -59,24 +62,60 @@ def test_n_critic_consumes_that_many_batches_per_step():
     assert seen == [0, 1, 2, 3, 4, 5] and st.step == 2
 
 
+class Recorder(Hooks):
+    def __init__(self):
+        self.logged, self.samples, self.checkpoints = [], [], []
+
+    def log(self, step, metrics):
+        self.logged.append(metrics)
+
+    def sample(self, step, images):
+        self.samples.append((step, tuple(images.shape)))
+
+    def checkpoint(self, step, metrics, best):
+        self.checkpoints.append(step)
+
+
+def fitted(*overrides, precision=None, state=None):
+    """(state, hooks) after core.fit of SMALL + overrides; `state`: go on from it."""
+    cfg = load_job(None, SMALL + list(overrides))
+    if precision:
+        cfg.train.precision = precision  # CPU autocast exercises the code path; GPUs are where it pays
+    ds, st = build_training(cfg, CPU)
+    if state is not None:
+        st.load_state_dict(state)
+    hooks = Recorder()
+    fit(cfg, st, batches_for(cfg, ds, st.G), hooks)
+    return st, hooks
+
+
 def test_same_seed_same_losses_different_seed_different_losses():
     runs = []
     for seed in (0, 0, 1):
-        _, st, step, batches, _ = setup(f"train.seed={seed}", "train.augment=color,translation,cutout")
-        runs.append([step.step(st, st.G, st.D, batches)["loss/g"].item() for _ in range(2)])
-    assert runs[0] == runs[1] and runs[0] != runs[2]
+        _, hooks = fitted(f"train.seed={seed}", "train.augment=color,translation,cutout", "train.steps=2", "train.log_every=1")
+        runs.append([m["loss/g"] for m in hooks.logged])
+    assert len(runs[0]) == 2 and runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_fit_calls_its_hooks_on_schedule_and_a_stopped_fit_goes_on_to_the_same_weights():
+    schedule = ["train.log_every=2", "train.sample_every=3", "train.checkpoint_every=4", "train.augment=translation"]
+    straight, hooks = fitted(*schedule, "train.steps=6")
+    assert [m["step"] for m in hooks.logged] == [2, 4, 6]
+    assert hooks.samples == [(3, (64, 1, 16, 16)), (6, (64, 1, 16, 16))]  # the fixed latent batch, every sample_every
+    assert hooks.checkpoints == [4, 6]
+    first, _ = fitted(*schedule, "train.steps=4")
+    resumed, hooks = fitted(*schedule, "train.steps=6", state=first.state_dict())
+    assert [m["step"] for m in hooks.logged] == [6] and hooks.checkpoints == [6]
+    for a, b in zip([*straight.G.parameters(), *straight.D.parameters()], [*resumed.G.parameters(), *resumed.D.parameters()]):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_step_runs_and_keeps_fp32_weights(precision):
-    cfg = load_job(None, SMALL + ["loss.r1_gamma=1.0"])
-    cfg.train.precision = precision  # CPU autocast exercises the code path; GPUs are where it pays
-    ds, st = build_training(cfg, CPU)
-    step = GANStep(cfg, CPU, 0, cfg.model.nz)
-    for _ in range(3):
-        out = step.step(st, st.G, st.D, lambda i: (ds.x[:8], None), want_norms=True)
+    st, hooks = fitted("loss.r1_gamma=1.0", "train.steps=3", "train.log_every=1", precision=precision)
+    out = hooks.logged[-1]
     # (an fp16 gradient may overflow: the scaler then skips that update and lowers its scale)
-    assert all(torch.isfinite(out[k]) for k in ("loss/d", "loss/g", "penalty/r1"))
+    assert all(math.isfinite(out[k]) for k in ("loss/d", "loss/g", "penalty/r1"))
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in [*st.G.parameters(), *st.D.parameters()])
     assert st.scaler_d.is_enabled() == (precision == "fp16")
 

@@ -1,10 +1,12 @@
 """cluster/: the Ray cluster launcher config validates against Ray's own cluster-config schema
-(the one `ray up` uses), the KubeRay manifests against the CRD schemas in ../shared/kuberay-crds;
+(the one `ray up` uses), the KubeRay manifests against the KubeRay CRD schemas (vendored in kuberay/);
 credentials come from instance profiles and Kubernetes Secrets, never from the files."""
 
 from __future__ import annotations
 
 import copy
+import gzip
+import json
 import re
 from pathlib import Path
 
@@ -12,16 +14,14 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
-CRDS = ROOT.parent / "shared" / "kuberay-crds"
+CRDS = Path(__file__).resolve().parent / "kuberay"  # see its README for the source and version
 CREDENTIAL = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|ACCESS_KEY)", re.I)
 
 
 def crd_schema(kind: str) -> dict:
-    crd = yaml.safe_load((CRDS / f"ray.io_{kind.lower()}s.yaml").read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return version["schema"]["openAPIV3Schema"]
+    return json.loads(gzip.decompress((CRDS / f"{kind.lower()}s.v1.schema.json.gz").read_bytes()))
 
 
 def kuberay_manifests():

@@ -288,7 +288,7 @@ def test_a_driver_joining_a_running_cluster_has_its_workers_ask_that_clusters_st
                 "        return found.state if found else 'no such actor'\n"
                 "print(ray.get(Probe.remote().state.remote()))")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "RAY_ADDRESS": ray_cluster}, cwd=Path(__file__).parents[1])
+                              env={**os.environ, "RAY_ADDRESS": ray_cluster}, cwd=Path(__file__).parents[2])
     finally:
         stop_head(head)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -302,6 +302,6 @@ def test_workers_of_the_in_process_ray_use_as_many_torch_threads_as_their_cpus()
             "threads = ray.remote(num_cpus=1)(lambda: __import__('torch').get_num_threads())\n"
             "print(ray.get([threads.remote(), threads.remote()]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "RAY_ADDRESS": ""}, cwd=Path(__file__).parents[1])
+                          env={**os.environ, "RAY_ADDRESS": ""}, cwd=Path(__file__).parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[1, 1]", proc.stdout

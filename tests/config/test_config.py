@@ -38,6 +38,15 @@ def test_loss_defaults_follow_the_loss():
     assert (hinge.loss.gp_weight, hinge.loss.n_critic) == (0.0, 1)
 
 
+def test_resolving_the_defaults_leaves_the_loaded_config_as_it_was():
+    from ganflow.job import resolve
+
+    loaded = config.load(None, ["loss.name=wgan-gp", "model.spectral_norm=true"])
+    resolved = resolve(loaded)
+    assert (loaded.loss.gp_weight, loaded.loss.n_critic, loaded.model.d_norm) == (None, None, "batch")
+    assert (resolved.loss.gp_weight, resolved.loss.n_critic, resolved.model.d_norm) == (10.0, 5, "none")
+
+
 def test_config_round_trips_through_dict_and_yaml(tmp_path):
     cfg = load_job(JOBS / "quickstart.yaml", ["loss.name=wgan-gp"])
     assert config.from_dict(cfg.to_dict()) == cfg
