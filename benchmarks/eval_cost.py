@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from ganflow import config
 from ganflow.metrics.scoring import METRICS, Scored
 from ganflow.metrics.features import load_extractor
 from ganflow.metrics.kernels import feature_stats, frechet_distance

@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ganflow import config
-from ganflow.job import load_job, build_training
+from ganflow.job import load_job
 from ganflow.ray import cluster, driver
 from ganflow.run.run import Run
 from ganflow.store import store_options

@@ -25,7 +25,7 @@ FIRST_STEP = "[ganflow] step "
 
 def timed(cmd, env) -> dict:
     """Seconds from start to the first training-step line the command prints (the worker's line,
-    forwarded by Ray: to stdout for `train`, through the job's log for `submit --follow`), and to
+    forwarded by Ray: to stdout for `train`, through the job's log for `submit`), and to
     its end."""
     started = time.perf_counter()
     first = None
@@ -55,7 +55,7 @@ def main() -> None:
     try:
         for i in range(args.repeat):
             local = timed([sys.executable, "-m", "ganflow.cli", "train", *job], env)
-            jobs = timed([sys.executable, "-m", "ganflow.cli", "submit", *job, "--follow", "--address", address], env)
+            jobs = timed([sys.executable, "-m", "ganflow.cli", "submit", *job, "--address", address], env)
             print(f"run {i}: ganflow train (in-process Ray): first step {local['first_step_s']:.1f} s, done {local['total_s']:.1f} s | "
                   f"ganflow submit (Jobs API, running cluster): first step {jobs['first_step_s']:.1f} s, done {jobs['total_s']:.1f} s | "
                   f"submit/train: first step x{jobs['first_step_s'] / local['first_step_s']:.2f}, "

@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also pass this environment variable (by name; repeatable). S3 and W&B credentials the job "
                         "needs are passed without asking")
     b.add_argument("--no-code", action="store_true", help="use the ganflow installed on the cluster instead of sending this one")
-    b.add_argument("--follow", action="store_true", help="stream the job's log until it ends; exit 0 only if it succeeded")
+    b.add_argument("--no-wait", action="store_true", help="print the submission id and return (as `ray job submit --no-wait`); "
+                   "by default the job's log streams until it ends, and the exit code is 0 only if it succeeded")
+    b.add_argument("--follow", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2; accepted for old scripts
     b.set_defaults(verb="submit:main")
 
     j = sub.add_parser("jobs", help="ganflow jobs on a Ray cluster: list, status, logs, stop")
@@ -131,15 +133,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("runs", help="runs in a storage location")
     rsub = r.add_subparsers(dest="runs_command", required=True)
-    rl = rsub.add_parser("list", help="runs under a location, with their status, step and latest metrics")
+    rl = rsub.add_parser("list", help="runs under a location: status (stale when a running run's heartbeat stopped), "
+                                      "step, latest metrics, best evaluation")
     rl.add_argument("location", help="storage root, experiment or run: a directory or s3://bucket/prefix")
     rl.add_argument("--json", action="store_true", help="one JSON object per run")
     rl.set_defaults(verb="runs:main")
+    rs = rsub.add_parser("show", help="one run at a glance: status, config, latest and best values, newest checkpoint, "
+                                      "and its curves as a PNG")
+    rs.add_argument("run", help="the run location: a directory or an s3:// URI")
+    rs.add_argument("--plot", help="where to write the PNG of the loss, throughput and evaluation curves "
+                                   "(default: <run_id>-curves.png here)")
+    rs.set_defaults(verb="runs:main")
     return p
 
 
+def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Flags and dotted overrides in any order (`train JOB --address A train.steps=5`), as Ray and
+    Hydra users type them: what argparse leaves over after the flags are overrides, when the verb
+    takes them; anything else is argparse's own usage error (exit 2)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.parse_args(argv)  # exits 2 naming what it does not know
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     module, _, function = args.verb.partition(":")
     verb = getattr(importlib.import_module(f"ganflow.commands.{module}"), function)
     if args.command in ("train", "sweep"):  # a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly

@@ -27,7 +27,7 @@ def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str
     if not names:
         raise EvalError(f"no metric fits data.name={cfg.data.name}; available: {', '.join(METRICS)}")
     try:
-        scorer = Scorer(cfg, names, store_options(cfg.storage))
+        scorer = Scorer(cfg, names, store_options(cfg.storage), progress=True)
     except EvalError as err:
         raise EvalError(str(err).replace("eval.metrics:", "--metrics:", 1)) from None
     report = scorer(loaded.G, num, seed)

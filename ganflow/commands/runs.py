@@ -1,18 +1,69 @@
-"""`ganflow runs list LOCATION`: the runs under a storage root, experiment or run."""
+"""`ganflow runs list LOCATION` and `ganflow runs show RUN`: runs at a glance, without W&B online."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from omegaconf import OmegaConf
 
 from ganflow.commands.common import die
-from ganflow.run.run import list_runs
-from ganflow.store import StorageError
+from ganflow.config import JobConfig, from_dict
+from ganflow.core.visual import curves_png
+from ganflow.metrics.scoring import EvalError, default_metrics, ranking
+from ganflow.run.layout import RunLayout
+from ganflow.run.run import Run, list_runs, summarize
+from ganflow.store import NotFound, StorageError
+from ganflow.store.atomic import write_atomic
+
+
+def _config(run: Run) -> Optional[JobConfig]:
+    try:
+        return from_dict(OmegaConf.to_container(OmegaConf.create(run.read_config())))
+    except (NotFound, ValueError):
+        return None
+
+
+def best_eval(cfg: Optional[JobConfig], records: List[Dict[str, Any]]) -> Optional[Tuple[str, float, int]]:
+    """(value name, best value, its step) by the run's own ranking metric (eval.best, else the first
+    metric's headline), or None when the run has not evaluated."""
+    if cfg is None:
+        return None
+    try:
+        key, mode = ranking(cfg.eval.metrics or default_metrics(cfg), cfg.eval.best)
+    except (EvalError, IndexError, KeyError):
+        return None
+    scored = [(r[f"eval/{key}"], r["step"]) for r in records if f"eval/{key}" in r]
+    if not scored:
+        return None
+    value, step = (min if mode == "min" else max)(scored, key=lambda vs: vs[0])
+    return key, value, step
+
+
+def _ago(t: Optional[float]) -> str:
+    if t is None:
+        return "-"
+    s = max(time.time() - t, 0)
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.1f}h ago"
+
+
+def _table(rows: List[tuple]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def main(args) -> int:
+    if args.runs_command == "show":
+        return show(args)
     try:
         runs = list_runs(args.location)
+        for r in runs:
+            best = best_eval(_config(Run.open(r["run"])), r.pop("records"))
+            r["best"] = {"name": best[0], "value": best[1], "step": best[2]} if best else None
     except StorageError as err:
         return die(str(err))
     if args.json:
@@ -22,12 +73,51 @@ def main(args) -> int:
     if not runs:
         print(f"no runs under {args.location}", file=sys.stderr)
         return 0
-    rows = [("RUN", "STATUS", "STEP", "CKPT", "LOSS D", "LOSS G", "IMG/S")]
+    rows = [("RUN", "STATUS", "STEP", "CKPT", "LOSS D", "LOSS G", "IMG/S", "BEST", "HEARTBEAT")]
     for r in runs:
-        m = r["metrics"]
+        m, b = r["metrics"], r["best"]
         rows.append((r["run"], r["status"], str(r["step"]), "-" if r["checkpoint_step"] is None else str(r["checkpoint_step"]),
-                     *(f"{m[k]:{fmt}}" if k in m else "-" for k, fmt in (("loss/d", ".4f"), ("loss/g", ".4f"), ("throughput/imgs_per_s", ".0f")))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+                     *(f"{m[k]:{fmt}}" if k in m else "-" for k, fmt in (("loss/d", ".4f"), ("loss/g", ".4f"), ("throughput/imgs_per_s", ".0f"))),
+                     f"{b['name']} {b['value']:.4g} @ {b['step']}" if b else "-", _ago(r["heartbeat"])))
+    _table(rows)
+    return 0
+
+
+def show(args) -> int:
+    """Status, config summary, latest and best values, newest checkpoint; the curves as a PNG."""
+    try:
+        run = Run.open(args.run)
+        cfg = _config(run)
+        if cfg is None:
+            return die(f"runs show: {args.run} is not a run (no {RunLayout.CONFIG} there)")
+        s = summarize(run)
+    except StorageError as err:
+        return die(str(err))
+    records = s["records"]
+    best = best_eval(cfg, records)
+    print(f"run        {s['run']}")
+    print(f"status     {s['status']} at step {s['step']}/{cfg.train.steps} (heartbeat {_ago(s['heartbeat'])})")
+    print(f"job        {cfg.name}: {cfg.model.name} on {cfg.data.name}"
+          f"{f' {cfg.data.resolution}px' if cfg.data.name not in ('ring', 'grid') else ''}, loss {cfg.loss.name}, "
+          f"batch {cfg.train.batch_size} on {cfg.scaling.num_workers} worker(s), lr G {cfg.optim.g.lr:g} D {cfg.optim.d.lr:g}, "
+          f"seed {cfg.train.seed}")
+    latest = ", ".join(f"{k} {v:.4g}" for k, v in s["metrics"].items() if isinstance(v, (int, float)))
+    print(f"latest     {latest or '-'}")
+    print(f"best       {f'{best[0]} {best[1]:.6g} at step {best[2]}' if best else '- (no evaluation yet)'}")
+    checkpoint = run.checkpoints()[0] if s["checkpoint_step"] is not None else None
+    print(f"checkpoint {run.store.uri(checkpoint) if checkpoint else '-'}")
+    plot = Path(args.plot or f"{run.id}-curves.png")
+    steps = [r["step"] for r in records]
+
+    def series(key: str) -> list:
+        return [(st, r[key]) for st, r in zip(steps, records) if isinstance(r.get(key), (int, float))]
+
+    evals = sorted({k for r in records for k in r if k.startswith("eval/") and k not in ("eval/num_generated", "eval/seconds")
+                    and isinstance(r[k], (int, float))})
+    write_atomic(plot, curves_png({
+        "losses": {"loss/d": series("loss/d"), "loss/g": series("loss/g")},
+        "throughput (images/s)": {"all workers": series("throughput/imgs_per_s")},
+        "evaluation": {k: series(k) for k in evals[:4]},
+    }))
+    print(f"curves     {plot}")
     return 0

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ganflow.commands.common import RUN_ERRORS, die, resolve_location
+from ganflow.core.progress import Progress
 from ganflow.core.rng import rng_seed
 from ganflow.data.images import IMAGE_SUFFIXES
 from ganflow.run.generator import load_generator
@@ -213,13 +214,18 @@ def score_images(run: str, data: str, method: str = "disc", settings: ScoreSetti
     started = time.perf_counter()
     if workers == 1:
         scorer = BatchScorer(location, method, settings, loaded)
-        parts = [scorer.score(images.x[i:i + BATCH], i) for i in starts]
+        scored = (scorer.score(images.x[i:i + BATCH], i) for i in starts)
     else:
         from ganflow.ray.pool import map_on_actors
 
         # a copy per batch: a slice pickles its whole storage, and each task would ship every image
         batches = [(images.x[i:i + BATCH].clone(), i) for i in starts]
-        parts = map_on_actors(BatchScorer, (location, method, settings), "score", batches, workers)
+        scored = map_on_actors(BatchScorer, (location, method, settings), "score", batches, workers)
+    parts = []
+    with Progress(len(images.x), f"score ({method})", "images") as progress:
+        for part in scored:
+            parts.append(part)
+            progress.update(len(part["score"]))
     seconds = time.perf_counter() - started
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     rows = [{"index": i, "source": images.sources[i], "label": images.labels[i] if images.labels[i] is not None else "",

@@ -55,7 +55,7 @@ def main(args) -> int:
         return die(str(err))
     print(f"submitted {job_id}: {dashboard_url(args.address, job_id)}", file=sys.stderr)
     print(job_id)
-    if not args.follow:
+    if args.no_wait:
         return 0
     try:
         for chunk in follow(job_id, args.address):

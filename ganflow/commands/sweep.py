@@ -6,6 +6,7 @@ import sys
 from typing import Optional
 
 from ganflow.commands.common import die
+from ganflow.config import ConfigError
 from ganflow.metrics.inception import InceptionWeightsError
 from ganflow.ray.signals import SigtermStop
 from ganflow.store import StorageError
@@ -26,6 +27,8 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
         result = sweep(spec, address=args.address, resume=args.resume, stop=stop)
     except (SweepError, StorageError, InceptionWeightsError) as err:
         return die(str(err))
+    except ConfigError as err:  # data.path, checked before Ray starts
+        return die(f"config: {err}")
     except KeyboardInterrupt:
         return die("interrupted", 130)
     print(f"best {spec.metric}={result.best_value:.6g}: {result.best_checkpoint}", file=sys.stderr)

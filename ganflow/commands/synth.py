@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ganflow.commands.common import RUN_ERRORS, die, resolve_location
+from ganflow.core.progress import Progress
 from ganflow.core.rng import rng_seed
 from ganflow.core.state import DataMeta
 from ganflow.run.generator import load_generator
@@ -158,11 +159,16 @@ def synthesize(run: str, out: str, num: Optional[int] = None, per_class: Optiona
     started = time.perf_counter()
     if workers == 1:
         writer = ShardWriter(*args)
-        total = sum(writer.write(s) for s in shards)
+        written = (writer.write(s) for s in shards)
     else:
         from ganflow.ray.pool import map_on_actors
 
-        total = sum(map_on_actors(ShardWriter, args, "write", [(s,) for s in shards], workers))
+        written = map_on_actors(ShardWriter, args, "write", [(s,) for s in shards], workers)
+    total = 0
+    with Progress(sum(s.count for s in shards), "synth", "images") as progress:
+        for count in written:
+            total += count
+            progress.update(count)
     seconds = time.perf_counter() - started
     counts = {folders[k] if classes else "all": 0 for k in range(max(classes, 1))}
     for s in shards:

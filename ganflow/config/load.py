@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -121,14 +122,14 @@ def check_fields(cfg: JobConfig) -> JobConfig:
 
 
 def _check_tracking(w: WandbConfig) -> None:
-    if not WANDB_NAME.match(w.project):
+    if w.project is not None and not WANDB_NAME.match(w.project):
         fail("tracking.wandb.project", f"must be 1-128 letters, digits, '_', '-' or '.', got {w.project!r}")
     if w.entity is not None and not WANDB_NAME.match(w.entity):
         fail("tracking.wandb.entity", f"must be a W&B user or team name, got {w.entity!r}")
     if w.mode is not None:
         one_of("tracking.wandb.mode", w.mode, WANDB_MODES)
     one_of("tracking.wandb.on_error", w.on_error, ON_ERROR)
-    for tag in w.tags:
+    for tag in w.tags or []:
         if not tag or len(tag) > 64:
             fail("tracking.wandb.tags", f"tags must be 1-64 characters, got {tag!r}")
 
@@ -160,6 +161,13 @@ def _check_storage(st: StorageConfig) -> None:
     positive("storage.max_attempts", st.max_attempts)
 
 
+def _yaml_problem(err: "yaml.YAMLError") -> str:
+    """PyYAML's multi-line message as one clause: what is wrong, and where (1-based line, column)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (getattr(err, "problem", None) or str(err).splitlines()[0])
+
+
 def _explain(err: OmegaConfBaseException) -> ConfigError:
     key = getattr(err, "full_key", None) or "config"
     msg = str(err).splitlines()[0]
@@ -178,7 +186,10 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"job: no such file {str(p)!r}")
-            loaded = OmegaConf.load(p)
+            try:
+                loaded = OmegaConf.load(p)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"job: {p} is not valid YAML ({_yaml_problem(err)})") from None
             if not isinstance(loaded, type(schema)):
                 raise ConfigError(f"job: {p} must hold a mapping of config sections")
             found = secret_keys_in(OmegaConf.to_container(loaded))

@@ -94,11 +94,13 @@ class StorageConfig:
 
 @dataclass
 class WandbConfig:
-    project: str = "ganflow"
-    entity: Optional[str] = None  # None: the API key's default entity
-    group: Optional[str] = None  # runs to compare side by side (a sweep sets its name)
-    job_type: str = "train"
-    tags: List[str] = field(default_factory=list)
+    """Left out (None), a value comes from W&B's own environment variable, else ganflow's default."""
+
+    project: Optional[str] = None  # None: WANDB_PROJECT, else "ganflow"
+    entity: Optional[str] = None  # None: WANDB_ENTITY, else the API key's default entity
+    group: Optional[str] = None  # runs to compare side by side (a sweep sets its name); None: WANDB_RUN_GROUP
+    job_type: Optional[str] = None  # None: WANDB_JOB_TYPE, else "train"
+    tags: Optional[List[str]] = None  # None: WANDB_TAGS (comma-separated), else none
     notes: Optional[str] = None
     mode: Optional[str] = None  # online | offline | disabled; None: WANDB_MODE, else online with WANDB_API_KEY, else offline
     dir: Optional[str] = None  # where W&B writes its files; None: WANDB_DIR, else the run directory (./wandb for s3 runs)

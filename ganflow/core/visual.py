@@ -42,3 +42,41 @@ def scatter_png(points: torch.Tensor, centers: torch.Tensor | None = None, size:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def curves_png(panels: "dict[str, dict[str, list]]", width: int = 420, height: int = 260) -> bytes:
+    """Line charts side by side, one panel per title, each a {series: [(x, y), ...]} dict; axes
+    labelled with their ranges, series with their names (Pillow alone, no plotting library)."""
+    panels = {t: {n: pts for n, pts in series.items() if pts} for t, series in panels.items()}
+    panels = {t: s for t, s in panels.items() if s}
+    img = Image.new("RGB", (width * max(len(panels), 1), height), "white")
+    draw = ImageDraw.Draw(img)
+    left, right, top, bottom = 56, 10, 22, 34
+    for i, (title, series) in enumerate(panels.items()):
+        x0, x1 = i * width + left, (i + 1) * width - right
+        y0, y1 = height - bottom, top
+        xs = [x for pts in series.values() for x, _ in pts]
+        ys = [y for pts in series.values() for _, y in pts]
+        xlo, xhi = min(xs), max(xs)
+        ylo, yhi = min(ys), max(ys)
+        xspan, yspan = (xhi - xlo) or 1.0, (yhi - ylo) or 1.0
+        draw.rectangle([x0, y1, x1, y0], outline=(160, 160, 160))
+        draw.text((x0, 4), title, fill="black")
+        draw.text((x0 - left + 2, y1), f"{yhi:.4g}", fill=(90, 90, 90))
+        draw.text((x0 - left + 2, y0 - 10), f"{ylo:.4g}", fill=(90, 90, 90))
+        draw.text((x0, y0 + 4), f"{xlo:g}", fill=(90, 90, 90))
+        draw.text((x1 - 40, y0 + 4), f"{xhi:g}", fill=(90, 90, 90))
+        for k, (name, pts) in enumerate(series.items()):
+            color = PALETTE[k % len(PALETTE)]
+            line = [(x0 + (x - xlo) / xspan * (x1 - x0), y0 - (y - ylo) / yspan * (y0 - y1)) for x, y in pts]
+            if len(line) > 1:
+                draw.line(line, fill=color, width=2)
+            for px, py in line if len(line) < 30 else line[-1:]:
+                draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
+            draw.text((x0 + 6 + 110 * k, y0 + 18), name, fill=color)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

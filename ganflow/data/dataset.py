@@ -62,6 +62,8 @@ class DataSpec:
     extractor: str = "inception"  # the feature extractor eval.extractor=auto picks
     # class names known before loading (data.classes is checked against them), or None
     known_classes: Callable[[DataConfig], Optional[List[str]]] = lambda cfg: None
+    # what can be known of the files before Ray starts (ConfigError naming data.path), on the machine that trains
+    check: Callable[[DataConfig], None] = lambda cfg: None
 
     @property
     def is_image(self) -> bool:

@@ -53,18 +53,33 @@ def folder_classes(cfg: DataConfig) -> Optional[List[str]]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else None
 
 
-@register("images", kind="images", labelled=True, needs_path=True, metrics=("fid",), known_classes=folder_classes)
+def local_images(cfg: DataConfig) -> List[Path]:
+    """The image files of a local data.path, sorted; ConfigError when there are none."""
+    root = Path(cfg.path or "")
+    if not root.is_dir():
+        raise ConfigError(f"data.path: {str(root)!r} is not a directory of images; give a folder of PNG/JPEG files "
+                          "(class subfolders become labels) or an s3:// prefix")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"data.path: no .png/.jpg/.jpeg files under {str(root)!r}")
+    return files
+
+
+def check_folder(cfg: DataConfig) -> None:
+    """Before Ray starts: a local folder holds images (a bucket's are listed by the driver)."""
+    if not is_s3(cfg.path or ""):
+        local_images(cfg)
+
+
+@register("images", kind="images", labelled=True, needs_path=True, metrics=("fid",), known_classes=folder_classes,
+          check=check_folder)
 def images(cfg: DataConfig, seed: int, storage: Optional[S3Options] = None) -> Dataset:
     if is_s3(cfg.path or ""):
         return _streamed(cfg, storage or S3Options())
     from PIL import Image
 
     root = Path(cfg.path or "")
-    if not root.is_dir():
-        raise ConfigError(f"data.path: {str(root)!r} is not a directory of images")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(f"data.path: no .png/.jpg/.jpeg files under {str(root)!r}")
+    files = local_images(cfg)
     channels = cfg.channels or 3
     classes = class_names([p.as_posix() for p in files], root.as_posix())
     arrays = []

@@ -7,6 +7,7 @@ every run on the same data reads them back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -17,10 +18,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ganflow.core.progress import Progress
 from ganflow.data import spec
 from ganflow.metrics.kernels import feature_stats
 
 log = logging.getLogger(__name__)
+CHUNK = 1000  # real images read and extracted at a time
 
 
 @dataclass
@@ -91,7 +94,7 @@ def real_images(cfg, storage, limit: int):
 
 
 def load_or_build(cfg, extractor, storage, rank: int, world: int,
-                  gather: Callable[[torch.Tensor], torch.Tensor]) -> Optional[Reference]:
+                  gather: Callable[[torch.Tensor], torch.Tensor], progress: bool = False) -> Optional[Reference]:
     """Rank 0's reference (None on other ranks). Every rank calls it: rank 0 decides whether the
     cache holds it, and if not, every rank extracts its share of the real images."""
     import torch.distributed as dist
@@ -112,8 +115,14 @@ def load_or_build(cfg, extractor, storage, rank: int, world: int,
     if bool(have.item()):
         return cached
     count, take = real_images(cfg, storage, cfg.eval.reference_samples)
-    share = slice(count * rank // world, count * (rank + 1) // world)
-    features = gather(extractor.extract(take(share))[0])
+    start, stop = count * rank // world, count * (rank + 1) // world
+    parts = []
+    with Progress(stop - start, "reference statistics", "real images") if progress else contextlib.nullcontext() as bar:
+        for first in range(start, stop, CHUNK) or [start]:
+            parts.append(extractor.extract(take(slice(first, min(first + CHUNK, stop))))[0])
+            if bar is not None:
+                bar.update(len(parts[-1]))
+    features = gather(torch.cat(parts))
     if rank != 0:
         return None
     ref = Reference(features, *feature_stats(features.numpy()))

@@ -15,6 +15,7 @@ Every worker generates and extracts its share of the samples; features, not imag
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -23,7 +24,10 @@ import torch
 
 from ganflow import data
 from ganflow.config import JobConfig
+from ganflow.core.progress import Progress
 from ganflow.core.sampling import generate
+
+CHUNK = 1000  # samples generated and extracted at a time
 
 
 class EvalError(ValueError):
@@ -174,9 +178,10 @@ class Scorer:
     """Scores generators with `names` for one job: the extractor and the real data's reference
     statistics are loaded once and kept (every evaluation of a run reuses them)."""
 
-    def __init__(self, cfg: JobConfig, names: List[str], storage=None):
+    def __init__(self, cfg: JobConfig, names: List[str], storage=None, progress: bool = False):
         check_metrics(cfg, names)
         self.cfg, self.names, self.storage = cfg, names, storage
+        self.progress = progress  # show it (the CLI's `eval`; training has its own)
         self.needs = {METRICS[n].needs for n in names}
         self.extractor = None
         self.reference = None
@@ -194,7 +199,7 @@ class Scorer:
             from ganflow.metrics.reference import load_or_build
 
             self.extractor = load_extractor(self.cfg, self.storage, device)
-            self.reference = load_or_build(self.cfg, self.extractor, self.storage, rank, world, _gather_rows)
+            self.reference = load_or_build(self.cfg, self.extractor, self.storage, rank, world, _gather_rows, self.progress)
         self._ready = True
 
     @torch.no_grad()
@@ -203,15 +208,23 @@ class Scorer:
         of workers: each of `world` workers generates and extracts its contiguous share of one
         latent batch, the rows are gathered, and rank 0 computes (the others get {})."""
         self._prepare(next(G.parameters()).device, rank, world)
-        share = slice(num * rank // world, num * (rank + 1) // world)
-        samples, _ = generate(G, num, seed=seed, rows=share)
+        start, stop = num * rank // world, num * (rank + 1) // world
+        extracted, points = [], []
+        with Progress(stop - start, "generate and extract", "samples") if self.progress else contextlib.nullcontext() as bar:
+            for first in range(start, stop, CHUNK) or [start]:  # in chunks: the rows of one latent batch either way
+                samples, _ = generate(G, num, seed=seed, rows=slice(first, min(first + CHUNK, stop)))
+                if "features" in self.needs:
+                    extracted.append(torch.cat(self.extractor.extract(samples), dim=1))
+                if "points" in self.needs:
+                    points.append(samples.float())
+                if bar is not None:
+                    bar.update(len(samples))
         scored = Scored(self.cfg, reference=self.reference)
         if "features" in self.needs:
-            features, probs = self.extractor.extract(samples)
-            rows = _gather_rows(torch.cat([features, probs], dim=1))
+            rows = _gather_rows(torch.cat(extracted))
             scored.features, scored.probs = rows[:, : self.extractor.dim], rows[:, self.extractor.dim :]
         if "points" in self.needs:
-            scored.points = _gather_rows(samples.float())
+            scored.points = _gather_rows(torch.cat(points))
         if rank != 0:
             return {}
         report: Dict[str, Any] = {}

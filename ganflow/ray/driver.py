@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Optional
 
 from ganflow.config import JobConfig, from_dict, redact
-from ganflow.data import build_dataset
+from ganflow import data
 from ganflow.data.images import ray_dataset
 from ganflow.metrics.scoring import check_extractor
 from ganflow.ray.cluster import check_fits_local_ray, ensure_ray
@@ -42,9 +42,10 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     options = store_options(cfg.storage)
     if cfg.eval.every:  # weights missing offline: say where to put them before anything is written
         check_extractor(cfg, options)
-    # images in a bucket are streamed by Ray Data and split across the workers by Ray Train;
-    # listed first, so a wrong data.path fails (ConfigError) before anything is written
-    streamed = build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
+    # a wrong data.path fails (ConfigError) before anything is written: a local folder is looked at, and
+    # images in a bucket (streamed by Ray Data, split across the workers by Ray Train) are listed
+    data.spec(cfg.data.name).check(cfg.data)
+    streamed = data.build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
     run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
     wandb_settings = prepare_tracking(cfg)  # before the first write: a broken W&B leaves nothing behind
     run.store.check()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Iterator, Optional
+from typing import Iterator
 
 from ganflow.store import StorageError
 
@@ -41,8 +41,3 @@ class SigtermStop:
             except StorageError as err:
                 log.warning("could not mark %s stopped: %s", self.run.uri, err)
         raise KeyboardInterrupt
-
-
-def install(stop: Optional[SigtermStop]) -> None:
-    if stop is not None:
-        stop.install()

@@ -7,7 +7,6 @@ It talks to Ray through a handful of calls only: `get_context`, `get_device`, `p
 
 from __future__ import annotations
 
-import logging
 import sys
 import tempfile
 import time

@@ -21,6 +21,7 @@ from ganflow.run.layout import RunLayout
 from ganflow.store import NotFound, S3Options, Store, join, open_store
 
 METRICS_FLUSH_S = 10.0
+HEARTBEAT = "time"  # each metrics.jsonl record's wall time (seconds since the epoch), written with it
 
 
 class Run:
@@ -73,7 +74,8 @@ class Run:
     # --- metrics.jsonl ---
 
     def append_metrics(self, record: Dict[str, Any]) -> None:
-        line = json.dumps(record) + "\n"
+        """One record, stamped with the wall time: the run's heartbeat."""
+        line = json.dumps({**record, HEARTBEAT: round(time.time(), 3)}) + "\n"
         if self.store.cheap_appends:
             self.store.append_bytes(RunLayout.METRICS, line.encode())
             return
@@ -177,19 +179,31 @@ def find_runs(store: Store, max_depth: int = 2) -> List[str]:
     return sorted(found)
 
 
-def summarize(run: Run) -> Dict[str, Any]:
-    """What `ganflow runs list` shows for one run: status, step, latest checkpoint and metrics."""
+# A running run's heartbeat is its newest metrics record (each carries its wall time) or status
+# change; silent for longer than this, its driver is taken for dead.
+STALE_AFTER_S = 600.0
+
+
+def summarize(run: Run, now: Optional[float] = None, stale_after: float = STALE_AFTER_S) -> Dict[str, Any]:
+    """What `ganflow runs list` shows for one run: status (`stale` for a `running` run whose
+    heartbeat stopped), step, latest checkpoint and metrics, and every metrics record."""
     status = run.read_status()
-    metrics = run.read_metrics()
-    latest = metrics[-1] if metrics else {}
+    records = run.read_metrics()
+    latest = records[-1] if records else {}
     checkpoints = run.checkpoints()
+    heartbeat = max(latest.get(HEARTBEAT, 0.0), status.get("time") or 0.0) or None
+    state = status.get("status", "unknown")
+    if state == "running" and heartbeat is not None and (now or time.time()) - heartbeat > stale_after:
+        state = "stale"
     return {
         "run": run.uri,
-        "status": status.get("status", "unknown"),
+        "status": state,
         "step": int(latest.get("step", status.get("step", 0))),
         "checkpoint_step": RunLayout.step_of(checkpoints[0]) if checkpoints else None,
         "updated": status.get("time"),
-        "metrics": {k: v for k, v in latest.items() if k != "step"},
+        "heartbeat": heartbeat,
+        "metrics": {k: v for k, v in latest.items() if k not in ("step", HEARTBEAT)},
+        "records": records,
     }
 
 

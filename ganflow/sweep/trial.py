@@ -27,7 +27,7 @@ def _eval_relay(reports, eval_key: str):
     """A Ray Train callback (it runs in the TorchTrainer's controller) passing each report that
     carries the sweep's metric, with its checkpoint's path, to the trial function through a Ray
     queue: the trial function reports it to Tune, with a checkpoint, which only it can do."""
-    from ray.train.v2.api.callback import UserCallback
+    from ray.train import UserCallback
 
     class EvalRelay(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):

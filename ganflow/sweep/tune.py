@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import OmegaConf
 
+from ganflow import data
+from ganflow.core.progress import Progress
 from ganflow.metrics.scoring import check_extractor
 from ganflow.ray.cluster import ensure_ray
 from ganflow.ray.signals import SigtermStop
@@ -75,6 +77,7 @@ class TrialTable:
         self.spec, self.out = spec, out
         self.columns = ["trial", *[d.key for d in spec.space], "step", spec.metric, "status"]
         self.header_printed = False
+        self.progress = None  # made at the first finished trial (Tune pickles its callbacks at the start)
 
     def row(self, trial, status: str) -> None:
         if not self.header_printed:
@@ -84,6 +87,9 @@ class TrialTable:
         values = [trial.trial_id] + [trial.config["params"].get(d.key) for d in self.spec.space]
         values += [result.get("step"), result.get(self.spec.eval_key), status]
         print("  ".join(f"{_fmt(v):>14}" for v in values), file=self.out, flush=True)
+        if self.progress is None:
+            self.progress = Progress(self.spec.num_samples, "sweep", "trials finished", stream=self.out, every=1)
+        self.progress.update(1)
 
 
 def _fmt(v: Any) -> str:
@@ -104,6 +110,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     store = open_store(spec.base.storage.uri, options)
     store.check()
     check_extractor(spec.base, options)  # every trial evaluates: missing Inception weights fail here, once
+    data.spec(spec.base.data.name).check(spec.base.data)  # and a data.path without images
     sweep_key = resume_key(spec, resume) if resume else f"sweeps/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     location = store.uri(sweep_key)
     if not resume:

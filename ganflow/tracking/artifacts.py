@@ -36,7 +36,7 @@ def resolve_artifact(spec: str, wandb_dir: Optional[str] = None) -> str:
     if not path or len(parts) > 3 or not all(parts):
         raise TrackingError(f"{spec}: expected wandb:[entity/][project/]name[:alias], e.g. wandb:team/ganflow/generator-<run_id>:latest")
     name, project, entity = parts[-1], (parts[-2] if len(parts) > 1 else None), (parts[-3] if len(parts) > 2 else None)
-    settings = resolve(WandbConfig(project=project or "ganflow", entity=entity))
+    settings = resolve(WandbConfig(project=project, entity=entity))  # else WANDB_PROJECT, WANDB_ENTITY
     if settings.mode == "online":
         import wandb
 
@@ -47,11 +47,16 @@ def resolve_artifact(spec: str, wandb_dir: Optional[str] = None) -> str:
             raise TrackingError(f"{spec}: W&B could not resolve it ({first})") from None
         found = _checkpoint_location(art.metadata, {e.path: e.ref for e in art.manifest.entries.values() if e.ref})
     else:
-        from ganflow.tracking.runfiles import offline_runs
+        from ganflow.tracking.runfiles import RunFileFormatError, offline_runs
 
         root = wandb_dir or os.environ.get("WANDB_DIR") or os.getcwd()
         found = None
-        for run in offline_runs(Path(root)):
+        try:
+            runs = offline_runs(Path(root))
+        except RunFileFormatError as err:
+            raise TrackingError(f"{spec}: cannot read this wandb's offline run files ({err}); set WANDB_API_KEY to "
+                                "ask W&B, or name the checkpoint's location") from None
+        for run in runs:
             if project is not None and run.project != project:
                 continue
             for art in run.artifacts:  # in logging order: the last holder of an alias has it now

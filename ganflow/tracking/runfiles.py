@@ -3,7 +3,13 @@
 The `.wandb` file is a LevelDB-style log of `wandb_internal_pb2.Record` protobufs (32 KiB blocks,
 each record chunk prefixed by crc32, length and type), the same file `wandb sync` uploads. wandb
 0.31 no longer ships a Python reader, so this is one, for what ganflow needs: resolving
-`wandb:project/name:alias` on an offline machine, and tests that read back what a run logged.
+`wandb:project/name:alias` on an offline machine, waiting for a finished run's file, how far an
+earlier attempt logged, and tests that read back what a run logged.
+
+This is W&B's private format, and this module is ganflow's only door to it. Checked against
+wandb 0.28 to 0.31 (file version 0, `wandb.proto.wandb_internal_pb2`). A wandb that changes it
+raises `RunFileFormatError`, and every caller degrades with a warning: resume falls back to
+metrics.jsonl, finish does not wait, offline `wandb:` names say to go online.
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ class WandbFileError(ValueError):
     pass
 
 
+class RunFileFormatError(WandbFileError):
+    """This wandb writes run files this reader does not know (or lacks the protobuf module)."""
+
+
 def records(path: Path) -> Iterator[bytes]:
     """The serialized records of a `.wandb` file, in order; a torn tail (a killed writer) ends it."""
     data = Path(path).read_bytes()
     ident, magic, _ = HEADER.unpack_from(data, 0) if len(data) >= HEADER.size else (b"", 0, 0)
     if ident != b":W&B" or magic != 0xBEE1:
-        raise WandbFileError(f"{path}: not a W&B run file")
+        raise RunFileFormatError(f"{path}: not a W&B run file this ganflow can read (file header {ident!r}, {magic:#x})")
     pos, pending = HEADER.size, b""
     while pos + CHUNK.size <= len(data):
         left = BLOCK - pos % BLOCK
@@ -93,7 +103,10 @@ class OfflineRun:
 
 def read_run(run_dir: Path) -> OfflineRun:
     """One offline run directory (`.../wandb/offline-run-<time>-<id>`)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    try:
+        from wandb.proto import wandb_internal_pb2 as pb
+    except ImportError:
+        raise RunFileFormatError("this wandb has no wandb.proto.wandb_internal_pb2 to read its run files with") from None
 
     files = sorted(Path(run_dir).glob("run-*.wandb"))
     if not files:
@@ -135,3 +148,13 @@ def offline_runs(wandb_dir: Path, run_id: Optional[str] = None) -> List[OfflineR
         root = root / "wandb"
     pattern = f"offline-run-*-{run_id}" if run_id else "offline-run-*"
     return [read_run(d) for d in sorted(root.glob(pattern)) if d.is_dir()]
+
+
+# Ray kills a stopped trial's workers without a finish: the run file keeps all but its last second.
+RUN_FILE_FLUSH_S = 1.0
+
+
+def flush_setting(wandb) -> Dict[str, float]:
+    """W&B's private setting for it (new in wandb 0.31; older versions refuse unknown settings)."""
+    known = getattr(wandb.Settings, "model_fields", {})
+    return {"x_transaction_log_flush_interval": RUN_FILE_FLUSH_S} if "x_transaction_log_flush_interval" in known else {}

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ganflow.config import JobConfig, WandbConfig
+from ganflow.config import WANDB_NAME, JobConfig, WandbConfig
 
 log = logging.getLogger("ganflow.tracking")
 
@@ -41,8 +41,9 @@ class WandbSettings:
 
 
 def resolve(w: WandbConfig, env: Optional[Dict[str, str]] = None) -> WandbSettings:
-    """Mode: the config's, else WANDB_MODE, else online with WANDB_API_KEY and offline without
-    (never a login prompt). Dir: the config's, else WANDB_DIR, else the working directory."""
+    """Each setting from the job config when it sets one, else W&B's environment variable, else
+    ganflow's default. Mode: else online with WANDB_API_KEY and offline without (never a login
+    prompt). Dir: else the working directory."""
     env = os.environ if env is None else env
     mode = w.mode
     if mode is None and env.get("WANDB_MODE"):
@@ -52,9 +53,14 @@ def resolve(w: WandbConfig, env: Optional[Dict[str, str]] = None) -> WandbSettin
     if mode is None:
         mode = "online" if env.get("WANDB_API_KEY") else "offline"
     directory = os.path.abspath(os.path.expanduser(w.dir or env.get("WANDB_DIR") or os.getcwd()))
-    return WandbSettings(mode=mode, dir=directory, project=w.project, entity=w.entity, group=w.group,
-                         job_type=w.job_type, tags=list(w.tags), notes=w.notes, on_error=w.on_error,
-                         log_checkpoints=w.log_checkpoints)
+    project = w.project or env.get("WANDB_PROJECT") or "ganflow"
+    if not WANDB_NAME.match(project):
+        raise TrackingError(f"WANDB_PROJECT: {project!r} is not a W&B project name (letters, digits, '_', '-', '.')")
+    tags = w.tags if w.tags is not None else [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
+    return WandbSettings(mode=mode, dir=directory, project=project, entity=w.entity or env.get("WANDB_ENTITY") or None,
+                         group=w.group or env.get("WANDB_RUN_GROUP") or None,
+                         job_type=w.job_type or env.get("WANDB_JOB_TYPE") or "train", tags=list(tags), notes=w.notes,
+                         on_error=w.on_error, log_checkpoints=w.log_checkpoints)
 
 
 def _check(s: WandbSettings) -> None:

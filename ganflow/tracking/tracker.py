@@ -68,7 +68,7 @@ class WandbTracker(Tracker):
     @_guarded
     def log(self, metrics: Dict[str, Any], step: int) -> None:
         if step > self.skip_through:
-            self.run.log({k: v for k, v in metrics.items() if k != "step"}, step=step)
+            self.run.log({k: v for k, v in metrics.items() if k not in ("step", "time")}, step=step)  # time: the heartbeat
 
     @_guarded
     def log_samples(self, png: bytes, step: int) -> None:
@@ -129,32 +129,27 @@ RUN_FILE_WAIT_S = 10.0
 
 def _wait_for_run_file(run_dir: Path) -> None:
     """finish() can return before W&B's service has written the run file; wait for its exit record."""
-    from ganflow.tracking.runfiles import WandbFileError, read_run
+    from ganflow.tracking.runfiles import RunFileFormatError, WandbFileError, read_run
 
     deadline = time.monotonic() + RUN_FILE_WAIT_S
     while time.monotonic() < deadline:
         try:
             if read_run(run_dir).exit_code is not None:
                 return
+        except RunFileFormatError as err:
+            log.warning("not waiting for W&B's run file: %s", err)
+            return
         except (OSError, WandbFileError):
             pass
         time.sleep(0.05)
     log.warning("W&B run file in %s has no exit record %.0f s after finish", run_dir, RUN_FILE_WAIT_S)
 
 
-# Ray kills a stopped trial's workers without a finish: the run file keeps all but its last second.
-RUN_FILE_FLUSH_S = 1.0
-
-
-def _flush_setting(wandb) -> Dict[str, float]:
-    """The periodic flush is new in wandb 0.31; older versions refuse unknown settings."""
-    known = getattr(wandb.Settings, "model_fields", {})
-    return {"x_transaction_log_flush_interval": RUN_FILE_FLUSH_S} if "x_transaction_log_flush_interval" in known else {}
-
-
 def open_tracker(settings: Dict[str, Any], run_id: str, config: Dict[str, Any], rank: int, skip_through: int = 0) -> Tracker:
     """Rank 0's W&B run (same id on resume, `resume="allow"`); a no-op tracker elsewhere.
     Failing to start raises TrackingError (on_error=fail) or warns and tracks nothing."""
+    from ganflow.tracking.runfiles import flush_setting
+
     s = WandbSettings(**settings)
     if rank != 0 or s.mode == "disabled":
         return Tracker()
@@ -165,7 +160,7 @@ def open_tracker(settings: Dict[str, Any], run_id: str, config: Dict[str, Any], 
             project=s.project, entity=s.entity, group=s.group, job_type=s.job_type,
             tags=redact(s.tags), notes=redact(s.notes), name=f"{config.get('name', 'run')}-{run_id}", id=run_id, resume="allow",
             config=redact(config), dir=s.dir, mode=s.mode, reinit="create_new",
-            settings=wandb.Settings(init_timeout=ONLINE_CHECK_TIMEOUT_S * 3, silent=True, save_code=False, **_flush_setting(wandb)),
+            settings=wandb.Settings(init_timeout=ONLINE_CHECK_TIMEOUT_S * 3, silent=True, save_code=False, **flush_setting(wandb)),
         )
     except Exception as err:
         msg = f"W&B could not start ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
@@ -186,7 +181,7 @@ def _offline_logged_through(run, run_id: str, fallback: int) -> int:
     written its last rows (they are logged again, not lost), and on S3 metrics.jsonl may lag
     behind W&B (those rows are not logged twice). No earlier file here (a restart on another
     node): the fallback."""
-    from ganflow.tracking.runfiles import WandbFileError, read_run
+    from ganflow.tracking.runfiles import RunFileFormatError, WandbFileError, read_run
 
     current = Path(run.dir).parent.resolve()
     steps, earlier = [], 0
@@ -196,6 +191,9 @@ def _offline_logged_through(run, run_id: str, fallback: int) -> int:
         earlier += 1
         try:
             steps += read_run(attempt).steps
+        except RunFileFormatError as err:
+            log.warning("W&B's earlier run files unreadable (%s); resume goes by metrics.jsonl", err)
+            return fallback
         except (OSError, WandbFileError):  # killed before W&B wrote anything
             continue
     if not earlier:

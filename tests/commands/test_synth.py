@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from ganflow import config
 from ganflow.job import load_job
 from ganflow.data import build_dataset
 from ganflow.store import S3Options, S3Store
@@ -70,6 +69,7 @@ def test_npz_shards_in_a_bucket_from_the_cli(cdcgan, s3, tmp_path):
     proc = run_cli("synth", str(cdcgan), "--per-class", "2", "--format", "npz", "--out", f"s3://{bucket}/synth", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "20 images" in proc.stderr and "images/s" in proc.stderr
+    assert "[ganflow] synth: 20/20 images (100%)" in proc.stderr  # progress, a line per 10% off a terminal
     store = S3Store(f"s3://{bucket}/synth", S3Options(endpoint_url=endpoint))
     keys = store.list()
     assert keys[-1] == MANIFEST and len(keys) == 11

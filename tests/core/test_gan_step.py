@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from ganflow import config
 from ganflow.core.augment import DiffAugment
 from ganflow.core.fit import Hooks, fit
 from ganflow.core.gan import GANStep

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from ganflow import config
 from ganflow.metrics.inception import WEIGHT_FILES, FIDInception, InceptionWeightsError, find_weights, load_inception
 from tests.conftest import JOBS, run_cli
 

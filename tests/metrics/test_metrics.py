@@ -103,7 +103,6 @@ def test_modes_counts_eight_of_eight_on_true_ring_samples_and_three_on_a_collaps
 def test_digits_fid_of_real_digits_is_near_the_floor_and_noise_or_one_class_score_far_worse():
     from ganflow.metrics.digits_classifier import digits_split
     from ganflow.metrics.features import load_extractor
-    from ganflow import config
 
     extractor = load_extractor(load_job(JOBS / "quickstart.yaml"))
     x_tr, y_tr, x_te, y_te = digits_split()
@@ -128,7 +127,6 @@ def _score_in_process_group(rank: int, world: int, store: str, job: str, overrid
 
     import torch.distributed as dist
 
-    from ganflow import config
     from ganflow.metrics.scoring import score
     from ganflow.job import load_job, build_training
 
@@ -168,7 +166,6 @@ def test_a_metric_scored_by_two_workers_equals_one_worker_on_the_same_samples(tm
 
 
 def test_class_coverage_of_a_run_on_some_digits_counts_only_those_digits():
-    from ganflow import config
     from ganflow.metrics.scoring import Scored
 
     probs = torch.eye(10)[torch.arange(900) % 9]  # digits 0-8 evenly, never a 9

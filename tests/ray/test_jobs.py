@@ -46,8 +46,8 @@ def manifests(endpoint: str, bucket: str) -> list:
 def test_a_submitted_job_runs_on_the_cluster_with_only_the_credentials_it_needs(ray_head, s3, tmp_path):
     endpoint, bucket = s3
     env = submitter_env(ray_head, endpoint)
-    proc = run_cli("submit", *ring(endpoint, bucket, "train.steps=40", "train.checkpoint_every=20"), "--follow",
-                   env=env, timeout=600)
+    # as `ray job submit`: waits and streams the log by default
+    proc = run_cli("submit", *ring(endpoint, bucket, "train.steps=40", "train.checkpoint_every=20"), env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job_id = proc.stdout.strip().splitlines()[-1]
     assert job_id.startswith("ganflow-ring-") and f"{ray_head}/#/jobs/{job_id}" in proc.stderr
@@ -74,7 +74,7 @@ def test_a_submitted_job_runs_on_the_cluster_with_only_the_credentials_it_needs(
 def test_a_stopped_job_is_stopped_with_its_run_marked_and_no_half_written_checkpoint(ray_head, s3, tmp_path):
     endpoint, bucket = s3
     env = submitter_env(ray_head, endpoint)
-    job_id = run_cli("submit", *ring(endpoint, bucket, "train.steps=1000000", "train.checkpoint_every=50"),
+    job_id = run_cli("submit", *ring(endpoint, bucket, "train.steps=1000000", "train.checkpoint_every=50"), "--no-wait",
                      env=env, check=True).stdout.strip()
     deadline = time.time() + 300
     while not manifests(endpoint, bucket):

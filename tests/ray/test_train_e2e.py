@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from ganflow.run import checkpoint as ckpt
-from ganflow import config, data, models
+from ganflow import data, models
 from ganflow.job import load_job, build_training
-from ganflow.ray import cluster, driver
+from ganflow.ray import driver
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
 from tests.conftest import JOBS, trained_checkpoint
@@ -174,7 +174,9 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
         assert ("labels" in arrays) == models.spec(cfg.model.name).conditional
     else:
         assert arrays["samples"].shape == (10, 2) and arrays["samples"].dtype == np.float32
-    report = json.loads(cli("eval", str(run), "--num", "200", check=True).stdout)
+    evaluated = cli("eval", str(run), "--num", "200", check=True)
+    report = json.loads(evaluated.stdout)
+    assert "[ganflow] generate and extract: 200/200 samples (100%)" in evaluated.stderr
     assert report["step"] == 4 and report["num_generated"] == 200
     if data.spec(cfg.data.name).is_image:  # digits: FID in the digits classifier's features (protocol named), KID, IS, PR, classes
         assert report["fid"] > 0 and report["kid"] > 0 and 1 <= report["is"] <= 10

@@ -11,7 +11,6 @@ import torch
 from ganflow.core.state import DataMeta
 from ganflow.run import checkpoint as ckpt
 from ganflow.run.layout import RunLayout
-from ganflow import config
 from ganflow.core.fit import fit
 from ganflow.store import LocalStore
 from ganflow.job import batches_for, build_training, load_job

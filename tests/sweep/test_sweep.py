@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ganflow import config
 from ganflow.job import load_job
 from ganflow.run.checkpoint import read_manifest
 from ganflow.run.run import Run

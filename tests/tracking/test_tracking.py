@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from ganflow.run import checkpoint as ckpt
-from ganflow import config
 from ganflow.config import REDACTED, redact
 from ganflow.tracking.artifacts import resolve_artifact
 from ganflow.tracking.settings import TrackingError, prepare, resolve
@@ -239,3 +239,41 @@ def test_dashboard_offline_writes_the_spec_file(tmp_path):
     assert json.loads(out.read_text())["project"] == "gans"
     bad = run_cli("dashboard", "no spaces allowed", env={"WANDB_API_KEY": None})
     assert bad.returncode == 2 and bad.stderr.startswith("ganflow: error: PROJECT")
+
+
+def test_wandb_environment_variables_fill_what_the_job_leaves_out():
+    env = {"WANDB_PROJECT": "p-env", "WANDB_ENTITY": "team-env", "WANDB_RUN_GROUP": "g-env", "WANDB_TAGS": "a, b",
+           "WANDB_JOB_TYPE": "eval"}
+    picked = lambda s: (s.project, s.entity, s.group, s.tags, s.job_type)  # noqa: E731
+    assert picked(resolve(WandbConfig(), env=env)) == ("p-env", "team-env", "g-env", ["a", "b"], "eval")
+    job = WandbConfig(project="p-job", entity="team-job", group="g-job", tags=["c"], job_type="train")
+    assert picked(resolve(job, env=env)) == ("p-job", "team-job", "g-job", ["c"], "train")  # the job config wins
+    assert picked(resolve(WandbConfig(), env={})) == ("ganflow", None, None, [], "train")  # ganflow's defaults
+    with pytest.raises(TrackingError, match="WANDB_PROJECT"):
+        resolve(WandbConfig(), env={"WANDB_PROJECT": "no spaces allowed"})
+
+
+def test_without_a_reader_for_wandbs_run_files_tracking_degrades_instead_of_crashing(tmp_path, monkeypatch, caplog):
+    """W&B's .wandb run files are private (ganflow.tracking.runfiles, checked against wandb 0.28
+    to 0.31). A wandb that drops the protobuf module the reader uses costs a warning: resume goes
+    by metrics.jsonl, finish does not wait for the file, offline `wandb:` names ask to go online."""
+    import sys
+    import types
+
+    from ganflow.tracking.tracker import _offline_logged_through, _wait_for_run_file
+
+    earlier = tmp_path / "wandb" / "offline-run-20260101_000000-r1"
+    earlier.mkdir(parents=True)
+    (earlier / "run-r1.wandb").write_bytes(b":W&B\xe1\xbe\x00")
+    current = tmp_path / "wandb" / "offline-run-20260102_000000-r1" / "files"
+    current.mkdir(parents=True)
+    monkeypatch.setitem(sys.modules, "wandb.proto", None)  # as if wandb had moved it: importing it fails
+    with caplog.at_level("WARNING", logger="ganflow.tracking"):
+        assert _offline_logged_through(types.SimpleNamespace(dir=str(current)), "r1", fallback=40) == 40
+        started = time.monotonic()
+        _wait_for_run_file(earlier)
+        assert time.monotonic() - started < 1.0
+    assert "resume goes by metrics.jsonl" in caplog.text and "not waiting for W&B's run file" in caplog.text
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    with pytest.raises(TrackingError, match="cannot read this wandb's offline run files"):
+        resolve_artifact("wandb:generator-r1:latest")

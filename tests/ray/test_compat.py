@@ -1,0 +1,30 @@
+"""The private Ray APIs ganflow touches live in ganflow/ray/compat.py, checked against ray 2.60.0:
+with this Ray each works; with a Ray that moved one, a warning and nothing else."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from ganflow.ray import compat
+
+PRIVATE = {
+    compat.quiet_ray_train_report_logs: "ray.train.v2._internal.execution",
+    compat.use_auth_token_if_there: "ray._private.authentication.authentication_token_setup",
+}
+
+
+@pytest.mark.parametrize("call", list(PRIVATE), ids=lambda f: f.__name__)
+def test_each_private_ray_api_works_here_and_a_ray_without_it_costs_a_warning(call, monkeypatch, caplog):
+    def ours():
+        return [r.getMessage() for r in caplog.records if r.name == "ganflow.ray"]
+
+    with caplog.at_level(logging.WARNING, logger="ganflow.ray"):
+        call()
+    assert not ours(), "with the Ray this was checked against, no warning"
+    monkeypatch.setitem(sys.modules, PRIVATE[call], None)  # as if Ray had moved it: importing it fails
+    with caplog.at_level(logging.WARNING, logger="ganflow.ray"):
+        call()
+    assert len(ours()) == 1 and ours()[0].startswith("this Ray")

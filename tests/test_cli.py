@@ -1,0 +1,55 @@
+"""What a new user types (issue 18): flags and overrides in any order, a broken YAML file, a data
+folder that is not there; each bad input one `ganflow: error:` line, exit 2, before Ray starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganflow import cli
+from tests.conftest import JOBS, run_cli
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "jobs/ring.yaml", "--address", "http://127.0.0.1:8265", "train.steps=5", "model.nz=8"],
+    ["train", "jobs/ring.yaml", "train.steps=5", "--address", "http://127.0.0.1:8265", "model.nz=8"],
+    ["train", "--address", "http://127.0.0.1:8265", "jobs/ring.yaml", "train.steps=5", "model.nz=8"],
+])
+def test_flags_and_overrides_come_in_any_order(argv):
+    args = cli.parse(argv)
+    assert args.job == "jobs/ring.yaml" and args.address == "http://127.0.0.1:8265"
+    assert args.overrides == ["train.steps=5", "model.nz=8"]
+
+
+def test_sweep_and_submit_take_overrides_after_their_flags_too():
+    assert cli.parse(["sweep", "s.yaml", "--address", "a:6379", "train.steps=5"]).overrides == ["train.steps=5"]
+    assert cli.parse(["submit", "j.yaml", "--address", "http://h:8265", "train.steps=5"]).overrides == ["train.steps=5"]
+
+
+def test_an_unknown_flag_is_still_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse(["train", "jobs/ring.yaml", "--adress", "x", "train.steps=5"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --adress" in capsys.readouterr().err
+
+
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: x\ntrain:\n  steps: 5\n   batch_size: 8\n")
+    proc = run_cli("train", str(job))
+    assert proc.returncode == 2 and not proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        f"ganflow: error: config: job: {job} is not valid YAML (line 4, column 14: mapping values are not allowed in this context)"]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_an_image_folder_that_is_missing_or_empty_fails_before_ray_starts_and_writes_nothing(tmp_path, make):
+    folder = tmp_path / "images"
+    if make == "empty":
+        (folder / "cats").mkdir(parents=True)
+        (folder / "cats" / "notes.txt").write_text("no images here")
+    runs = tmp_path / "runs"
+    proc = run_cli("train", str(JOBS / "quickstart.yaml"), "data.name=images", f"data.path={folder}", f"storage.uri={runs}",
+                   env={"RAY_ADDRESS": None})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ganflow: error: config: data.path: ") and str(folder) in lines[0]
+    assert "Traceback" not in proc.stderr and not runs.exists()
