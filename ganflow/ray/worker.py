@@ -40,7 +40,7 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-class Progress:
+class TrainProgress:
     """Rank 0's progress: Ray's tqdm bar when the driver has a terminal, else a log line per report."""
 
     def __init__(self, total: int, initial: int, bar: bool):
@@ -72,7 +72,7 @@ class WorkerHooks(Hooks):
     """What a Ray Train worker does around the GAN steps (rank 0 writes; every rank reports)."""
 
     def __init__(self, cfg: JobConfig, run: Run, state: TrainingState, meta: DataMeta, rank: int, world: int,
-                 tracker: Tracker, evaluation: Optional[PeriodicEval], progress: Optional[Progress]):
+                 tracker: Tracker, evaluation: Optional[PeriodicEval], progress: Optional[TrainProgress]):
         self.cfg, self.run, self.state, self.meta = cfg, run, state, meta
         self.rank, self.world, self.tracker = rank, world, tracker
         self.evaluation, self.progress = evaluation, progress
@@ -178,7 +178,7 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         tracker.set_summary({"run_uri": run.uri})
     if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
         evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage))
-    progress = Progress(cfg.train.steps, state.step, args.progress_bar) if rank == 0 else None
+    progress = TrainProgress(cfg.train.steps, state.step, args.progress_bar) if rank == 0 else None
     started = time.perf_counter()
     try:
         G, D = state.G, state.D
