@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ganflow.core.sampling import SampleError
+from ganflow.ray.cluster import RayAddressError
 from ganflow.run.checkpoint import CheckpointError
 from ganflow.run.generator import LoadedGenerator
 from ganflow.run.generator import load_generator as _load_generator
@@ -17,8 +18,8 @@ from ganflow.tracking.settings import TrackingError
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 # What opening a trained run can raise with a message meant for the user: a bad location or
-# checkpoint, storage, a `wandb:` name, a generator the command cannot use.
-RUN_ERRORS = (CheckpointError, SampleError, StorageError, TrackingError)
+# checkpoint, storage, a `wandb:` name, a generator the command cannot use, a cluster address of the wrong form.
+RUN_ERRORS = (CheckpointError, SampleError, StorageError, TrackingError, RayAddressError)
 
 
 def die(msg: str, code: int = EXIT_USAGE) -> int:

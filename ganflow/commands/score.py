@@ -220,7 +220,7 @@ def score_images(run: str, data: str, method: str = "disc", settings: ScoreSetti
 
         # a copy per batch: a slice pickles its whole storage, and each task would ship every image
         batches = [(images.x[i:i + BATCH].clone(), i) for i in starts]
-        scored = map_on_actors(BatchScorer, (location, method, settings), "score", batches, workers)
+        scored = map_on_actors(BatchScorer, (location, method, settings), "score", batches, workers, "score")
     parts = []
     with Progress(len(images.x), f"score ({method})", "images") as progress:
         for part in scored:

@@ -8,6 +8,7 @@ from typing import Optional
 from ganflow.commands.common import die
 from ganflow.config import ConfigError
 from ganflow.metrics.inception import InceptionWeightsError
+from ganflow.ray.cluster import RayAddressError
 from ganflow.ray.signals import SigtermStop
 from ganflow.store import StorageError
 from ganflow.sweep.spec import SweepError, load_saved_spec, load_spec
@@ -25,7 +26,7 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
         else:
             spec = load_spec(args.spec, list(args.overrides))
         result = sweep(spec, address=args.address, resume=args.resume, stop=stop)
-    except (SweepError, StorageError, InceptionWeightsError) as err:
+    except (SweepError, StorageError, InceptionWeightsError, RayAddressError) as err:
         return die(str(err))
     except ConfigError as err:  # data.path, checked before Ray starts
         return die(f"config: {err}")

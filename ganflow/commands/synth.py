@@ -163,7 +163,7 @@ def synthesize(run: str, out: str, num: Optional[int] = None, per_class: Optiona
     else:
         from ganflow.ray.pool import map_on_actors
 
-        written = map_on_actors(ShardWriter, args, "write", [(s,) for s in shards], workers)
+        written = map_on_actors(ShardWriter, args, "write", [(s,) for s in shards], workers, "synth")
     total = 0
     with Progress(sum(s.count for s in shards), "synth", "images") as progress:
         for count in written:

@@ -11,6 +11,7 @@ from ganflow.config import ConfigError
 from ganflow.job import load_job
 from ganflow.metrics.inception import InceptionWeightsError
 from ganflow.ray import driver
+from ganflow.ray.cluster import RayAddressError
 from ganflow.ray.signals import SigtermStop
 from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run
@@ -49,7 +50,7 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
             return die(f"config: {err}")
         try:
             run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop)
-        except (StorageError, TrackingError, InceptionWeightsError) as err:  # raised before any training: storage or W&B unusable
+        except (StorageError, TrackingError, InceptionWeightsError, RayAddressError) as err:  # raised before any training: storage or W&B unusable
             return die(str(err))
         except ConfigError as err:  # data.path in a bucket, checked before any training
             return die(f"config: {err}")

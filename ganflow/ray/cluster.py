@@ -10,13 +10,38 @@ from ganflow.config import ConfigError, ScalingConfig
 from ganflow.ray.hooks import PIN_STATE_API
 
 
-def ensure_ray(address: Optional[str] = None) -> bool:
+class RayAddressError(ValueError):
+    """A cluster address of the wrong form for the verb; the message says which form it needs."""
+
+
+def address_form(address: str) -> str:
+    """"jobs" (http(s)://HEAD:8265, the dashboard's Jobs API), "client" (ray://HEAD:10001) or
+    "gcs" (HEAD:6379, or `auto`): the three forms Ray users carry around."""
+    if address.startswith(("http://", "https://")):
+        return "jobs"
+    return "client" if address.startswith("ray://") else "gcs"
+
+
+def driver_address(address: Optional[str], verb: str) -> Optional[str]:
+    """The cluster a driver joins (`--address`, else RAY_ADDRESS), or None for an in-process Ray. A
+    Jobs API address cannot be joined: RayAddressError says what to give instead."""
+    where, given = ("--address", address) if address else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
+    if given and address_form(given) == "jobs":
+        raise RayAddressError(
+            f"{where} {given}: that is a Ray Jobs API (dashboard) address; `ganflow {verb}` joins a cluster at its "
+            f"GCS address (HEAD:6379) or through Ray Client (ray://HEAD:10001)"
+            + (f"; to run the job there through the Jobs API: ganflow submit JOB.yaml --address {given}"
+               if verb in ("train", "sweep") else ""))
+    return given or None
+
+
+def ensure_ray(address: Optional[str] = None, verb: str = "train") -> bool:
     """Connect to `address` (or RAY_ADDRESS), else start an in-process local Ray. True if we did either."""
     import ray
 
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = driver_address(address, verb)
     if not address:
         start_local_ray()
         return True

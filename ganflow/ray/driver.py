@@ -14,7 +14,7 @@ from ganflow.config import JobConfig, from_dict, redact
 from ganflow import data
 from ganflow.data.images import ray_dataset
 from ganflow.metrics.scoring import check_extractor
-from ganflow.ray.cluster import check_fits_local_ray, ensure_ray
+from ganflow.ray.cluster import check_fits_local_ray, driver_address, ensure_ray
 from ganflow.ray.signals import SigtermStop
 from ganflow.ray.worker import LoopConfig, train_loop_per_worker
 from ganflow.run.run import Run
@@ -38,6 +38,7 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     from ray.train.torch import TorchTrainer
 
     cfg = from_dict(redact(cfg.to_dict()))  # no credential travels on: config.yaml, checkpoints, W&B
+    driver_address(address, "train")  # a Jobs API address: one line, before anything is written
     check_fits_local_ray(cfg.scaling, address)
     options = store_options(cfg.storage)
     if cfg.eval.every:  # weights missing offline: say where to put them before anything is written

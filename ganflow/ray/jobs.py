@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 from ganflow.config import JobConfig
+from ganflow.ray.cluster import address_form
 from ganflow.ray.compat import use_auth_token_if_there
 from ganflow.ray.hooks import PIN_STATE_API
 from ganflow.store import is_s3
@@ -49,8 +50,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def address_of(address: Optional[str]) -> str:
-    """`--address`, else RAY_ADDRESS (as `ray job` reads it), else the local default dashboard."""
-    return address or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+    """`--address`, else RAY_ADDRESS (as `ray job` reads it), else the local default dashboard. The
+    Jobs API lives on the dashboard: a GCS or Ray Client address is refused, saying so."""
+    where, given = ("--address", address) if address else ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS"))
+    if given and address_form(given) != "jobs":
+        raise JobsError(f"{where} {given}: ganflow submit and ganflow jobs talk to the Ray Jobs API on the head's "
+                        "dashboard: give http://HEAD:8265 (what `ray job submit` takes)")
+    return given or "http://127.0.0.1:8265"
 
 
 def client(address: Optional[str] = None):

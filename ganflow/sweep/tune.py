@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from ganflow import data
 from ganflow.core.progress import Progress
 from ganflow.metrics.scoring import check_extractor
-from ganflow.ray.cluster import ensure_ray
+from ganflow.ray.cluster import driver_address, ensure_ray
 from ganflow.ray.signals import SigtermStop
 from ganflow.store import open_store, store_options
 from ganflow.sweep.results import SweepResult, write_results
@@ -106,6 +106,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     import ray
     from ray import tune
 
+    driver_address(address, "sweep")  # a Jobs API address: one line, before anything is written
     options = store_options(spec.base.storage)
     store = open_store(spec.base.storage.uri, options)
     store.check()
@@ -119,7 +120,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     print(f"[ganflow] sweep {location} (if cut short: ganflow sweep --resume {location})", file=sys.stderr, flush=True)
     # Tune stops a trial by ending its driver; Ray Train's cleaner then frees the trial's placement
     # group, which it finds through the State API (see ganflow.ray.cluster.ensure_ray)
-    started = ensure_ray(address)
+    started = ensure_ray(address, "sweep")
     if stop is not None:
         stop.install()
     try:
