@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ganflow.run import checkpoint as ckpt
-from ganflow.core.fit import fit
 from ganflow.store import S3Options, S3Store
 from ganflow.core.sampling import generate
 from ganflow.commands.common import load_generator
-from ganflow.job import batches_for, build_training, load_job
-from tests.conftest import JOBS, S3_ENV, run_cli
-
-
-def _ring_checkpoint(tmp_path):
-    cfg = load_job(JOBS / "ring.yaml", ["train.batch_size=64", "train.steps=3"])
-    ds, st = build_training(cfg, torch.device("cpu"))
-    fit(cfg, st, batches_for(cfg, ds, st.G))
-    return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "local", ds.meta)
+from tests.conftest import S3_ENV, run_cli, trained_checkpoint
 
 
 def test_sample_from_a_run_in_s3_matches_sampling_the_same_checkpoint_locally(s3, tmp_path):
     endpoint, bucket = s3
-    local = _ring_checkpoint(tmp_path)
+    local = trained_checkpoint(tmp_path, "ring.yaml", steps=3, overrides=("train.batch_size=64",))
     store = S3Store(f"s3://{bucket}/runs", S3Options(endpoint_url=endpoint))
     ckpt.publish_to(store, local, "ring/run1/checkpoints/step_00000003")
     env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
