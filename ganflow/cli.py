@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature extractor (default: the run's eval.extractor; auto: digits classifier for digits)")
     e.add_argument("--inception-weights", help="FID Inception weights: a path or s3:// URI (default: the run's "
                                                "eval.inception_weights, else the cache folder)")
+    e.add_argument("--reference", help="published reference statistics to compute FID against: an .npz of mu and "
+                                       "sigma, a path or s3:// URI (default: the run's data, or its prepared set's)")
     e.set_defaults(verb="eval:main")
 
     d = sub.add_parser("dashboard", help="save a W&B workspace for a project's runs (offline: write its spec)")
@@ -130,6 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "logs":
             c.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends")
         c.set_defaults(verb="jobs:main")
+
+    dp = sub.add_parser("data", help="prepared data sets: images cropped and resized once into uint8 shards")
+    dsub = dp.add_subparsers(dest="data_command", required=True)
+    pr = dsub.add_parser("prepare", help="prepare a folder, s3:// prefix or StyleGAN dataset_tool zip of images for "
+                                         "training (data.name=prepared data.path=OUT); resumable, manifest last")
+    pr.add_argument("source", help="a folder or s3:// prefix of PNG/JPEG (class subfolders are labels), or a dataset_tool .zip")
+    pr.add_argument("--out", required=True, help="where the prepared set goes: a directory or s3://bucket/prefix")
+    pr.add_argument("--resolution", type=int, required=True, help="side of the square images (centre crop, Lanczos)")
+    pr.add_argument("--channels", type=int, default=3, choices=(1, 3), help="1 (grey) or 3 (RGB; default)")
+    pr.add_argument("--labels", default="auto", help="auto (a zip's dataset.json, else class folders when every image "
+                                                     "is in one), folders, none, or a dataset.json file")
+    pr.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    pr.add_argument("--workers", type=int, default=None, help="Ray workers writing shards (default: 1 for up to 2 "
+                                                              "shards, else one per CPU; 1 runs in this process)")
+    pr.add_argument("--address", default=None, help="Ray cluster to run the workers on (default: RAY_ADDRESS, else a "
+                                                    "local Ray); the source and --out must be reachable from its nodes")
+    pr.add_argument("--reference", default="all", help="reference statistics for FID over all images, the first N "
+                                                       "of a fixed shuffle, or none (default all)")
+    pr.add_argument("--extractor", default="inception", choices=("inception", "digits"),
+                    help="the features the reference statistics are of (default inception)")
+    pr.add_argument("--inception-weights", default=None, help="as eval.inception_weights (default: found as training finds them)")
+    pr.set_defaults(verb="data:main")
 
     r = sub.add_parser("runs", help="runs in a storage location")
     rsub = r.add_subparsers(dest="runs_command", required=True)

@@ -17,6 +17,7 @@ import torch
 from ganflow import data, models
 from ganflow.config import ConfigError, JobConfig, load
 from ganflow.config.load import fail, one_of
+from ganflow.store import is_s3
 from ganflow.core.augment import AUGMENTATIONS
 from ganflow.core.losses import LOSSES
 from ganflow.core.state import TrainingState
@@ -49,7 +50,8 @@ def check(cfg: JobConfig) -> JobConfig:
     one_of("data.name", d.name, tuple(data.DATASETS))
     ds = data.spec(d.name)
     if ds.needs_path and not d.path:
-        fail("data.path", f"is required for data.name={d.name} (a folder of PNG/JPEG files)")
+        what = "a prepared set from `ganflow data prepare`" if d.name == "prepared" else "a folder of PNG/JPEG files"
+        fail("data.path", f"is required for data.name={d.name} ({what})")
     if ds.is_image:
         r = d.resolution
         if r < 8 or r > 1024 or r & (r - 1):
@@ -78,6 +80,8 @@ def check(cfg: JobConfig) -> JobConfig:
     if LOSSES[lo.name].needs_gp and lo.gp_weight == 0:
         fail("loss.gp_weight", f"must be > 0 for loss.name={lo.name} (10 is the paper's value)")
 
+    if d.xflip and not ds.is_image:
+        fail("data.xflip", f"mirrors images; data.name={d.name} is 2D data")
     if cfg.train.augment:
         if not ds.is_image:
             fail("train.augment", "DiffAugment applies to images only; leave it empty for 2D data")
@@ -102,6 +106,11 @@ def _check_eval(cfg: JobConfig) -> None:
         raise ConfigError(str(err)) from None
     if "pr" in names and min(e.num_samples, e.reference_samples) < 4:  # k=3 neighbours need 4 points a side
         fail("eval.num_samples", "pr needs eval.num_samples and eval.reference_samples >= 4")
+    if e.reference:
+        if not is_s3(e.reference) and not Path(e.reference).expanduser().is_file():
+            fail("eval.reference", f"no file at {e.reference}; give an .npz of mu and sigma (a path or s3:// URI)")
+        if any(n in ("kid", "pr", "is") for n in names):
+            fail("eval.reference", "published statistics give FID only (mu and sigma, no features); set eval.metrics=[fid]")
     if e.best is not None:
         try:
             ranking(names, e.best)
@@ -123,6 +132,7 @@ def build_training(cfg: JobConfig, device: torch.device, dataset: Optional[data.
 
 def batches_for(cfg: JobConfig, dataset: data.Dataset, G: torch.nn.Module, rank: int = 0, world: int = 1,
                 device: torch.device | str = "cpu"):
-    """This rank's in-memory batches for `fit`, with labels when the generator takes them."""
-    return data.in_memory_batches(dataset, cfg.train.batch_size, cfg.train.seed, labels=G.num_classes > 0,
-                                  rank=rank, world=world, device=device)
+    """This rank's batches for `fit` (in memory or read from a prepared set), with labels when the
+    generator takes them, mirrored when data.xflip."""
+    return data.dataset_batches(dataset, cfg.train.batch_size, cfg.train.seed, labels=G.num_classes > 0,
+                                rank=rank, world=world, device=device, flip=cfg.data.xflip)

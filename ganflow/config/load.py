@@ -59,6 +59,8 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if d.channels is not None and d.channels not in (1, 3):
         fail("data.channels", f"must be 1 or 3, got {d.channels}")
     positive("data.num_points", d.num_points)
+    if d.cache_mb < 0:
+        fail("data.cache_mb", f"must be >= 0 (0: no cache), got {d.cache_mb}")
     if d.classes is not None and (len(d.classes) < 1 or len(set(d.classes)) != len(d.classes)):
         fail("data.classes", f"must list distinct class names, got {list(d.classes)}")
 

@@ -17,12 +17,15 @@ from omegaconf import OmegaConf
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # a data set of the registry (ganflow.data): ring | grid | digits | images
-    path: Optional[str] = None  # folder of PNG/JPEG for `images`
+    name: str = "digits"  # a data set of the registry (ganflow.data): ring | grid | digits | images | prepared
+    path: Optional[str] = None  # folder of PNG/JPEG for `images`; a prepared set (local or s3://) for `prepared`
     resolution: int = 32  # image side length (power of two); ignored by 2D data sets
     channels: Optional[int] = None  # None: 1 for digits, 3 for images, 2 (coordinates) for 2D data
     num_points: int = 20000  # size of the sampled 2D data sets (ring, grid)
     classes: Optional[List[str]] = None  # keep only these classes ("0".."9" for digits, folder names for images)
+    xflip: bool = False  # mirror a seeded half of every batch left-right (images)
+    cache_mb: int = 256  # prepared sets: images kept in each worker's memory between reads
+    verify: bool = True  # prepared sets: check every shard's sha256 against the manifest when first opened
 
 
 @dataclass
@@ -122,6 +125,7 @@ class EvalConfig:
     extractor: str = "auto"  # inception | digits | auto (digits classifier for digits data, else inception)
     inception_weights: Optional[str] = None  # path or s3:// URI; None: the cache folders (metrics/inception.py)
     reference_samples: int = 10000  # real images behind the cached reference statistics
+    reference: Optional[str] = None  # published statistics (.npz of mu, sigma; path or s3://): FID against them
 
 
 @dataclass

@@ -10,6 +10,7 @@ import torch
 # Streams of one run (the data sets and the CLI verbs use their own constants beside these).
 STREAM_LATENT, STREAM_AUGMENT, STREAM_GP, STREAM_FIXED = 1, 3, 4, 5
 STREAM_BATCHES = 0x0DA7A
+STREAM_XFLIP = 0xF11B
 
 
 def rng_seed(*keys: int) -> int:

@@ -10,12 +10,12 @@ so two workers on half-batches see what one worker sees on the whole batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ganflow.config import ConfigError, DataConfig
-from ganflow.core.rng import STREAM_BATCHES, rng_seed
+from ganflow.core.rng import STREAM_BATCHES, STREAM_XFLIP, rng_seed
 from ganflow.core.state import DataMeta
 
 
@@ -29,18 +29,30 @@ class Dataset:
     sample_shape: Optional[tuple] = None  # of a streamed data set
     size: Optional[int] = None  # of a streamed data set
     classes: Optional[list] = None  # class folder names of an image data set
+    source: Any = None  # a prepared set (data.prepared.PreparedSet) read image by image, instead of x
+    rows: Optional[torch.Tensor] = None  # the source's images this data set holds (data.classes), in order
 
     @property
     def streamed(self) -> bool:
-        return self.x is None
+        return self.x is None and self.source is None
 
     def __len__(self) -> int:
+        if self.source is not None:
+            return len(self.rows)
         return self.size if self.streamed else self.x.shape[0]
 
     @property
     def shape(self) -> tuple:
         """Shape of one sample: (2,) or (C, H, W)."""
+        if self.source is not None:
+            return tuple(self.source.shape)
         return tuple(self.sample_shape) if self.streamed else tuple(self.x.shape[1:])
+
+    def take(self, indices: torch.Tensor) -> torch.Tensor:
+        """The samples at these indices, as floats ([-1, 1] for images), on the CPU."""
+        if self.source is None:
+            return self.x[indices]
+        return torch.from_numpy(self.source.images(self.rows[indices].numpy())).float() / 127.5 - 1
 
     @property
     def meta(self) -> DataMeta:
@@ -62,8 +74,9 @@ class DataSpec:
     extractor: str = "inception"  # the feature extractor eval.extractor=auto picks
     # class names known before loading (data.classes is checked against them), or None
     known_classes: Callable[[DataConfig], Optional[List[str]]] = lambda cfg: None
-    # what can be known of the files before Ray starts (ConfigError naming data.path), on the machine that trains
-    check: Callable[[DataConfig], None] = lambda cfg: None
+    # what can be known of the files before Ray starts (ConfigError naming data.path), on the machine that
+    # trains; (cfg, options: S3Options | None)
+    check: Callable[..., None] = lambda cfg, options=None: None
 
     @property
     def is_image(self) -> bool:
@@ -102,7 +115,11 @@ def select_classes(dataset: Dataset, keep: list) -> Dataset:
     old = torch.tensor([names.index(c) for c in keep])
     mask = (dataset.y[:, None] == old[None, :])
     rows = mask.any(dim=1)
-    return Dataset(x=dataset.x[rows], y=mask[rows].long().argmax(dim=1), num_classes=len(keep), classes=list(keep))
+    y = mask[rows].long().argmax(dim=1)
+    if dataset.source is not None:
+        return Dataset(x=None, y=y, num_classes=len(keep), classes=list(keep), source=dataset.source,
+                       rows=dataset.rows[rows])
+    return Dataset(x=dataset.x[rows], y=y, num_classes=len(keep), classes=list(keep))
 
 
 class BatchSampler:
@@ -142,6 +159,15 @@ class BatchSampler:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
+def xflip(x: torch.Tensor, seed: int, index: int, global_batch: int, rank: int) -> torch.Tensor:
+    """Half the images of global batch `index` mirrored left-right: which ones is drawn for the whole
+    global batch from (seed, STREAM_XFLIP, index), and this rank takes its slice."""
+    g = torch.Generator().manual_seed(rng_seed(seed, STREAM_XFLIP, index))
+    local = len(x)
+    flip = (torch.rand(global_batch, generator=g) < 0.5)[rank * local:(rank + 1) * local].to(x.device)
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
 def in_memory_batches(dataset: Dataset, global_batch: int, seed: int, labels: bool, rank: int = 0, world: int = 1,
                       device: torch.device | str = "cpu"):
     """`batches(index)` -> this rank's (images, labels or None) of global batch `index`, from a data
@@ -155,3 +181,22 @@ def in_memory_batches(dataset: Dataset, global_batch: int, seed: int, labels: bo
         return x[idx], (y[idx] if y is not None else None)
 
     return batches
+
+
+def dataset_batches(dataset: Dataset, global_batch: int, seed: int, labels: bool, rank: int = 0, world: int = 1,
+                    device: torch.device | str = "cpu", flip: bool = False):
+    """This rank's `batches(index)` of a data set in memory or prepared (read image by image), with
+    seeded horizontal flips when `flip`; the same global batches for any number of workers."""
+    if dataset.source is not None:
+        sampler = BatchSampler(len(dataset), global_batch, seed, rank, world)
+        batches = dataset.source.batches(sampler, dataset.rows, dataset.y if labels else None, device)
+    else:
+        batches = in_memory_batches(dataset, global_batch, seed, labels, rank, world, device)
+    if not flip:
+        return batches
+
+    def flipped(index: int):
+        x, y = batches(index)
+        return xflip(x, seed, index, global_batch, rank), y
+
+    return flipped

@@ -65,7 +65,7 @@ def local_images(cfg: DataConfig) -> List[Path]:
     return files
 
 
-def check_folder(cfg: DataConfig) -> None:
+def check_folder(cfg: DataConfig, options=None) -> None:
     """Before Ray starts: a local folder holds images (a bucket's are listed by the driver)."""
     if not is_s3(cfg.path or ""):
         local_images(cfg)

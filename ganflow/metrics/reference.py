@@ -28,9 +28,10 @@ CHUNK = 1000  # real images read and extracted at a time
 
 @dataclass
 class Reference:
-    features: torch.Tensor  # (n, D) float32
+    features: torch.Tensor  # (n, D) float32; (0, D) when only the statistics are known (a published .npz)
     mu: np.ndarray
     sigma: np.ndarray
+    description: str = ""  # which reference this is, reported with every evaluation
 
     def to_bytes(self, meta: dict) -> bytes:
         from safetensors.torch import save
@@ -39,11 +40,111 @@ class Reference:
         return save(tensors, metadata={"ganflow": json.dumps(meta)})
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Reference":
+    def from_bytes(cls, data: bytes, description: str = "") -> "Reference":
         from safetensors.torch import load
 
         t = load(data)
-        return cls(t["features"], t["mu"].numpy(), t["sigma"].numpy())
+        return cls(t["features"], t["mu"].numpy(), t["sigma"].numpy(), description)
+
+
+class ReferenceFileError(ValueError):
+    """eval.reference cannot be read as published statistics."""
+
+
+KEEP_FEATURES = 10000  # features a prepared set's reference keeps for KID and PR (mu and sigma are over all)
+
+
+def _extractor_for(name: str, weights: Optional[str], storage, device="cpu"):
+    from ganflow.config.schema import EvalConfig
+    from ganflow.metrics.features import EXTRACTORS
+
+    return EXTRACTORS[name](EvalConfig(extractor=name, inception_weights=weights), storage, torch.device(device))
+
+
+def check_prepared_reference(extractor: str, weights: Optional[str], storage) -> None:
+    """The extractor's weights can be found (InceptionWeightsError otherwise), before a prepare writes."""
+    if extractor == "inception":
+        from ganflow.metrics.inception import find_weights
+
+        find_weights(weights, storage)
+
+
+def reference_for_prepared(location: str, storage, extractor: str, weights: Optional[str], n: int,
+                           progress: bool = True) -> dict:
+    """Reference statistics of a prepared set over its first `n` images of a fixed shuffle (0: all),
+    stored beside the shards; the manifest is rewritten to name them. Returns the manifest."""
+    from ganflow.data.prepared import MANIFEST, PreparedSet, reference_name
+    from ganflow.store import open_store
+
+    source = PreparedSet(location, storage)
+    ex = _extractor_for(extractor, weights, storage)
+    total = len(source)
+    count = total if n == 0 else min(n, total)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(0))[:count].sort().values
+    dim = ex.dim
+    s1, s2, kept = np.zeros(dim), np.zeros((dim, dim)), []
+    with Progress(count, f"reference statistics ({extractor})", "images") if progress else contextlib.nullcontext() as bar:
+        for first in range(0, count, CHUNK // 4):
+            rows = order[first:first + CHUNK // 4]
+            x = torch.from_numpy(source.images(rows.numpy())).float() / 127.5 - 1
+            f = ex.extract(x)[0].double().numpy()
+            s1 += f.sum(0)
+            s2 += f.T @ f
+            if sum(len(k) for k in kept) < KEEP_FEATURES:
+                kept.append(torch.from_numpy(f[:KEEP_FEATURES - sum(len(k) for k in kept)]).float())
+            if bar is not None:
+                bar.update(len(rows))
+    mu = s1 / count
+    sigma = (s2 - count * np.outer(mu, mu)) / max(count - 1, 1)
+    ref = Reference(torch.cat(kept), mu, sigma)
+    meta = {"location": location, "count": count, "extractor": ex.name, "protocol": ex.protocol, "weights": ex.digest}
+    store = open_store(location, storage)
+    store.put_bytes(reference_name(ex.name), ref.to_bytes(meta))
+    manifest = dict(source.manifest)
+    manifest["reference"] = {**manifest.get("reference", {}), ex.name: {k: v for k, v in meta.items() if k != "location"}}
+    store.put_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+def from_npz(location: str, storage) -> Reference:
+    """Published reference statistics (`mu`, `sigma` in an .npz: pytorch-fid's and the papers' format),
+    from a path or an s3:// URI. FID only: the features behind them are not in the file."""
+    from pathlib import Path
+
+    from ganflow.store import S3Options, is_s3, open_store, split_s3
+
+    try:
+        if is_s3(location):
+            bucket, key = split_s3(location)
+            data = open_store(f"s3://{bucket}", storage or S3Options()).get_bytes(key)
+        else:
+            data = Path(location).expanduser().read_bytes()
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
+    except KeyError as err:
+        raise ReferenceFileError(f"eval.reference: {location} has no {err} array; an .npz of mu and sigma is expected") from None
+    except Exception as err:  # noqa: BLE001 - unreadable in any way: the same one-line answer
+        raise ReferenceFileError(f"eval.reference: cannot read {location} as an .npz of mu and sigma "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise ReferenceFileError(f"eval.reference: {location} holds mu {mu.shape} and sigma {sigma.shape}; expected (D,) and (D, D)")
+    return Reference(torch.zeros(0, len(mu)), mu, sigma, f"{location} (published statistics, mu and sigma only)")
+
+
+def prepared_reference(cfg, extractor, storage) -> Optional[Reference]:
+    """The reference a prepared set carries for this extractor and weights (all of it, not
+    data.classes' subset: None then), or None."""
+    if cfg.data.name != "prepared" or cfg.data.classes:
+        return None
+    from ganflow.data.prepared import read_manifest, reference_name
+    from ganflow.store import open_store
+
+    entry = read_manifest(cfg.data.path, storage).get("reference", {}).get(extractor.name)
+    if not entry or entry.get("weights") != extractor.digest:
+        return None
+    store = open_store(cfg.data.path, storage)
+    return Reference.from_bytes(store.get_bytes(reference_name(extractor.name)),
+                                f"prepared set {cfg.data.path} ({entry['count']} images)")
 
 
 def cache_key(cfg, extractor) -> str:
@@ -65,16 +166,16 @@ def real_images(cfg, storage, limit: int):
     read by rows so each worker loads only its share (s3:// folders object by object)."""
     from ganflow.data import build_dataset
     from ganflow.data.images import _list_images, square_resize
-    from ganflow.store import S3Options, is_s3
+    from ganflow.store import S3Options
     from ganflow.store.s3 import S3Store
 
     def subset(n: int) -> torch.Tensor:
         return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values if n > limit else torch.arange(n)
 
-    if not is_s3(cfg.data.path or ""):
-        data = build_dataset(cfg.data, cfg.train.seed, storage)
+    data = build_dataset(cfg.data, cfg.train.seed, storage)
+    if not data.streamed:  # in memory, or a prepared set read image by image
         pick = subset(len(data))
-        return len(pick), lambda rows: data.x[pick[rows]]
+        return len(pick), lambda rows: data.take(pick[rows])
     from PIL import Image
 
     storage = storage or S3Options()
@@ -99,12 +200,17 @@ def load_or_build(cfg, extractor, storage, rank: int, world: int,
     cache holds it, and if not, every rank extracts its share of the real images."""
     import torch.distributed as dist
 
+    if cfg.eval.reference:  # published statistics: read by rank 0, nothing to extract
+        return from_npz(cfg.eval.reference, storage) if rank == 0 else None
     key = f".reference/{cache_key(cfg, extractor)}.safetensors"
     store = _reference_store(cfg, storage)
     cached = None
     if rank == 0:
+        cached = prepared_reference(cfg, extractor, storage)
         try:
-            cached = Reference.from_bytes(store.get_bytes(key)) if store.exists(key) else None
+            if cached is None and store.exists(key):
+                cached = Reference.from_bytes(store.get_bytes(key), f"{store.uri(key)} ({cfg.eval.reference_samples} "
+                                                                    "real images at most)")
         except Exception as err:  # noqa: BLE001 - a torn or unreadable cache is rebuilt
             log.warning("reference statistics %s unreadable (%s); extracting them again", store.uri(key), err)
     have = torch.tensor([cached is not None], dtype=torch.int64)
@@ -125,7 +231,7 @@ def load_or_build(cfg, extractor, storage, rank: int, world: int,
     features = gather(torch.cat(parts))
     if rank != 0:
         return None
-    ref = Reference(features, *feature_stats(features.numpy()))
+    ref = Reference(features, *feature_stats(features.numpy()), f"{store.uri(key)} ({count} real images)")
     meta = {"data": cfg.data.name, "path": cfg.data.path, "resolution": cfg.data.resolution, "count": count,
             "extractor": extractor.name, "protocol": extractor.protocol, "weights": extractor.digest}
     try:

@@ -202,6 +202,11 @@ class Scorer:
     def protocol(self) -> Optional[str]:
         return self.extractor.protocol if self.extractor else None
 
+    @property
+    def reference_used(self) -> Optional[str]:
+        """Which real-data statistics the features were compared with (rank 0)."""
+        return self.reference.description if self.reference is not None else None
+
     def _prepare(self, device: torch.device, rank: int, world: int) -> None:
         if self._ready:
             return
@@ -209,8 +214,14 @@ class Scorer:
             from ganflow.metrics.features import load_extractor
             from ganflow.metrics.reference import load_or_build
 
+            from ganflow.metrics.reference import ReferenceFileError
+
             self.extractor = load_extractor(self.cfg, self.storage, device)
-            self.reference = load_or_build(self.cfg, self.extractor, self.storage, rank, world, _gather_rows, self.progress)
+            try:
+                self.reference = load_or_build(self.cfg, self.extractor, self.storage, rank, world, _gather_rows,
+                                               self.progress)
+            except ReferenceFileError as err:
+                raise EvalError(str(err)) from None
         self._ready = True
 
     @torch.no_grad()
@@ -289,6 +300,8 @@ class PeriodicEval:
 
     def summary(self) -> Dict[str, Any]:
         out = {"eval/protocol": self.scorer.protocol} if self.scorer.protocol else {}
+        if self.scorer.reference_used:
+            out["eval/reference"] = self.scorer.reference_used
         if self.best is not None:
             out.update({f"best/{self.key}": self.best[0], "best/step": self.best[1]})
         return out

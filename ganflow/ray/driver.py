@@ -45,8 +45,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
         check_extractor(cfg, options)
     # a wrong data.path fails (ConfigError) before anything is written: a local folder is looked at, and
     # images in a bucket (streamed by Ray Data, split across the workers by Ray Train) are listed
-    data.spec(cfg.data.name).check(cfg.data)
-    streamed = data.build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
+    data.spec(cfg.data.name).check(cfg.data, options)
+    opened = data.build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
+    streamed = opened if opened is not None and opened.streamed else None
     run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
     wandb_settings = prepare_tracking(cfg)  # before the first write: a broken W&B leaves nothing behind
     run.store.check()

@@ -111,7 +111,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     store = open_store(spec.base.storage.uri, options)
     store.check()
     check_extractor(spec.base, options)  # every trial evaluates: missing Inception weights fail here, once
-    data.spec(spec.base.data.name).check(spec.base.data)  # and a data.path without images
+    data.spec(spec.base.data.name).check(spec.base.data, options)  # and a data.path without images
     sweep_key = resume_key(spec, resume) if resume else f"sweeps/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     location = store.uri(sweep_key)
     if not resume:

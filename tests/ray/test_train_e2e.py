@@ -22,7 +22,7 @@ from ganflow.job import load_job, build_training
 from ganflow.ray import driver
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
-from tests.conftest import JOBS, trained_checkpoint
+from tests.conftest import JOBS, trained_checkpoint, without_fid_weights
 
 pytestmark = pytest.mark.slow
 
@@ -182,8 +182,7 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
         assert report["fid"] > 0 and report["kid"] > 0 and 1 <= report["is"] <= 10
         assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1 and 0 <= report["classes_covered_5pct"] <= 10
         assert report["protocol"].startswith("ganflow digits classifier")
-        empty = {var: str(tmp_path / var.lower()) for var in ("GANFLOW_CACHE", "HOME", "TORCH_HOME")}  # no weights anywhere
-        offline = cli("eval", str(run), "--metrics", "fid", "--extractor", "inception", env=empty)
+        offline = cli("eval", str(run), "--metrics", "fid", "--extractor", "inception", env=without_fid_weights(tmp_path))
         assert offline.returncode == 2 and offline.stderr.startswith("ganflow: error: FID Inception weights not found")
         assert len(offline.stderr.strip().splitlines()) == 1 and not offline.stdout
     else:

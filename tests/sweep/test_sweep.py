@@ -19,7 +19,7 @@ from ganflow.job import load_job
 from ganflow.run.checkpoint import read_manifest
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
-from tests.conftest import JOBS, run_cli
+from tests.conftest import JOBS, run_cli, without_fid_weights
 
 RING_SWEEP = JOBS / "sweep_ring.yaml"
 FAST = ["train.log_every=100", "train.sample_every=100000", "eval.num_samples=500"]
@@ -61,8 +61,8 @@ def test_a_bad_sweep_spec_is_one_line_naming_the_field_exit_2_before_ray(tmp_pat
 def test_a_sweep_without_the_fid_weights_it_needs_fails_once_up_front(tmp_path):
     spec = write_spec(tmp_path, job=str(JOBS / "quickstart.yaml"), overrides=["eval.extractor=inception"],
                       metric="fid")
-    empty = {var: str(tmp_path / var.lower()) for var in ("GANFLOW_CACHE", "HOME", "TORCH_HOME")}
-    proc = run_cli("sweep", str(spec), f"storage.uri={tmp_path / 'runs'}", env={"RAY_ADDRESS": None, **empty}, timeout=60)
+    proc = run_cli("sweep", str(spec), f"storage.uri={tmp_path / 'runs'}",
+                   env={"RAY_ADDRESS": None, **without_fid_weights(tmp_path)}, timeout=60)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("ganflow: error: FID Inception weights not found")

@@ -1,0 +1,104 @@
+"""`ganflow data prepare SOURCE --out LOCATION --resolution R`: a prepared data set (see
+ganflow/data/prepared.py), written by one process or by Ray workers shard by shard; resumable.
+Prints the location last."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+from ganflow.commands.common import die
+from ganflow.config import ConfigError
+from ganflow.core.progress import Progress
+from ganflow.data.prepare import PrepareError, Settings, ShardWriter, begin, finish, list_source, plan
+from ganflow.data.prepared import MANIFEST
+from ganflow.metrics.inception import InceptionWeightsError
+from ganflow.ray.cluster import RayAddressError
+from ganflow.store import S3Options, StorageError, open_store
+
+
+def _reference_count(text: str) -> Optional[int]:
+    """--reference: all -> 0 (every image), none -> None, N -> N."""
+    if text == "all":
+        return 0
+    if text == "none":
+        return None
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise PrepareError(f"--reference: all, none or a count > 0, got {text!r}")
+
+
+def _workers(requested: Optional[int], shards: int) -> int:
+    if requested is not None:
+        if requested < 1:
+            raise PrepareError(f"--workers: must be >= 1, got {requested}")
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1 if shards <= 2 else max(1, min(cpus, shards))
+
+
+def prepare(args, options: S3Options) -> dict:
+    settings = Settings(args.resolution, args.channels, args.shard_size)
+    settings.check()
+    reference = _reference_count(args.reference)
+    if reference is not None:  # the weights are found before anything is written
+        from ganflow.metrics.reference import check_prepared_reference
+
+        check_prepared_reference(args.extractor, args.inception_weights, options)
+    source = list_source(args.source, args.labels, options)
+    settings.source = source.describe()
+    out = open_store(args.out, options)
+    out.check()
+    done = begin(out, settings)
+    todo = [p for p in plan(len(source.names), settings.shard_size) if p[0] not in done]
+    workers = _workers(args.workers, len(todo))
+    started = time.perf_counter()
+    images = sum(stop - first for _, first, stop in todo)
+    if done:
+        print(f"[ganflow] resuming {out.uri()}: {len(done)} shard(s) already written, {len(todo)} to go", file=sys.stderr)
+    init = (source, args.out, settings, options)
+    if workers == 1 or not todo:
+        writer = ShardWriter(*init)
+        written = (writer.write(*p) for p in todo)
+    else:
+        from ganflow.ray.pool import map_on_actors
+
+        written = map_on_actors(ShardWriter, init, "write", todo, workers, "data prepare", address=args.address)
+    with Progress(images, "data prepare", "images") as progress:
+        for entry in written:
+            done[entry["index"]] = entry
+            for name, why in entry["skipped"]:
+                print(f"[ganflow] skipped {name}: {why}", file=sys.stderr)
+            progress.update(entry["stop"] - entry["first"])
+    seconds = time.perf_counter() - started
+    manifest = finish(out, source, settings, list(done.values()))
+    if reference is not None:
+        from ganflow.metrics.reference import reference_for_prepared
+
+        manifest = reference_for_prepared(args.out, options, args.extractor, args.inception_weights, reference)
+    return {"manifest": manifest, "seconds": seconds, "images": images, "workers": workers}
+
+
+def main(args) -> int:
+    options = S3Options()  # endpoint and credentials: AWS_ENDPOINT_URL and the usual AWS settings
+    try:
+        out = open_store(args.out, options)
+        if out.exists(MANIFEST):
+            manifest = json.loads(out.get_bytes(MANIFEST))
+            print(f"[ganflow] {out.uri()} is already a prepared set of {manifest['count']} images", file=sys.stderr)
+            print(out.uri())
+            return 0
+        result = prepare(args, options)
+    except (PrepareError, ConfigError, InceptionWeightsError, RayAddressError) as err:
+        return die(str(err))
+    except StorageError as err:
+        return die(f"--out: {err}")
+    m = result["manifest"]
+    rate = result["images"] / max(result["seconds"], 1e-9)
+    print(f"[ganflow] {m['count']} images ({len(m['classes'])} classes, {len(m['skipped'])} skipped) in "
+          f"{result['seconds']:.1f} s: {rate:.0f} images/s with {result['workers']} worker(s)", file=sys.stderr)
+    print(out.uri())
+    return 0
