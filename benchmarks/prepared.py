@@ -4,8 +4,8 @@ recipe on in-memory tensors, in one process.
     python benchmarks/prepared.py prepare [--num 20000] [--size 256] [--workers 1 2] [--s3]
     python benchmarks/prepared.py train [--steps 300]
 
-`prepare` writes `--num` synthetic JPEGs (smooth random colour fields, --size px square, quality 90)
-once into a scratch folder, then times `ganflow data prepare` on them at --size (no reference
+`prepare` writes `--num` synthetic JPEGs (smooth random colour fields of 1.5 x --size by 1.25 x
+--size px, so every image is cropped and downscaled, quality 90) once into a scratch folder, then times `ganflow data prepare` on them at --size (no reference
 statistics) with each worker count, to a local folder and, with --s3, from and to a bucket on a
 loopback moto server. Images/s counts source images over the whole command (Ray's start included).
 
@@ -40,7 +40,7 @@ def make_jpegs(folder: Path, num: int, size: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(num):
         small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        im = Image.fromarray(small).resize((size + i % 7, size), Image.Resampling.BICUBIC)
+        im = Image.fromarray(small).resize((size * 3 // 2 + i % 7, size * 5 // 4), Image.Resampling.BICUBIC)
         im.save(folder / f"{i:06d}.jpg", quality=90)
 
 
@@ -65,8 +65,12 @@ def prepare(args) -> None:
             seconds = run_prepare(str(src), f"{tmp}/out-{w}", args.size, w, {"RAY_ADDRESS": ""})
             print(f"local -> local, {w} worker(s): {seconds:.1f} s, {args.num / seconds:.0f} images/s")
         if args.s3:
+            import logging
+
             import boto3
             from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
 
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
             server.start()

@@ -131,6 +131,31 @@ def s3(s3_server, monkeypatch):
     yield s3_server.endpoint, bucket
 
 
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory) -> Path:
+    """scikit-learn's digits as 8x8 PNGs in class folders, prepared at 16 px grey (in-process, as
+    `ganflow data prepare ... --resolution 16 --channels 1 --reference none` writes it)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from ganflow.data.prepare import Settings, ShardWriter, begin, finish, list_source, plan
+    from ganflow.store import open_store
+
+    root = tmp_path_factory.mktemp("prepared-digits")
+    bunch = load_digits()
+    for i, (image, label) in enumerate(zip(bunch.images, bunch.target)):
+        (root / "src" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255 / 16).astype(np.uint8), "L").save(root / "src" / str(label) / f"{i:04d}.png")
+    source = list_source(str(root / "src"))
+    settings = Settings(16, 1, 500, source.describe())
+    out = open_store(str(root / "set"))
+    begin(out, settings)
+    writer = ShardWriter(source, str(root / "set"), settings)
+    finish(out, source, settings, [writer.write(*p) for p in plan(len(source.names), settings.shard_size)])
+    return root / "set"
+
+
 # --- a checkpoint of a few real GAN steps, written without Ray ---------------------------------
 
 

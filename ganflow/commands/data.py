@@ -16,7 +16,7 @@ from ganflow.core.progress import Progress
 from ganflow.data.prepare import PrepareError, Settings, ShardWriter, begin, finish, list_source, plan
 from ganflow.data.prepared import MANIFEST
 from ganflow.metrics.inception import InceptionWeightsError
-from ganflow.ray.cluster import RayAddressError
+from ganflow.ray.cluster import RayAddressError, driver_address
 from ganflow.store import S3Options, StorageError, open_store
 
 
@@ -40,9 +40,21 @@ def _workers(requested: Optional[int], shards: int) -> int:
     return 1 if shards <= 2 else max(1, min(cpus, shards))
 
 
+def _on_actors(workers: int, address: Optional[str]):
+    """`mapper(cls, init_args, method, items)` on `workers` Ray actors, results in order."""
+    from ganflow.ray.pool import map_on_actors
+
+    def mapper(cls, init, method, items):
+        return map_on_actors(cls, init, method, items, workers, "data prepare", address=address)
+
+    return mapper
+
+
 def prepare(args, options: S3Options) -> dict:
     settings = Settings(args.resolution, args.channels, args.shard_size)
     settings.check()
+    if args.workers != 1:  # a Jobs API address: one line before anything is written
+        driver_address(args.address, "data prepare")
     reference = _reference_count(args.reference)
     if reference is not None:  # the weights are found before anything is written
         from ganflow.metrics.reference import check_prepared_reference
@@ -78,7 +90,9 @@ def prepare(args, options: S3Options) -> dict:
     if reference is not None:
         from ganflow.metrics.reference import reference_for_prepared
 
-        manifest = reference_for_prepared(args.out, options, args.extractor, args.inception_weights, reference)
+        mapper = _on_actors(workers, args.address) if workers > 1 else None
+        manifest = reference_for_prepared(args.out, options, args.extractor, args.inception_weights, reference,
+                                          parts=4 * workers if workers > 1 else 1, mapper=mapper)
     return {"manifest": manifest, "seconds": seconds, "images": images, "workers": workers}
 
 

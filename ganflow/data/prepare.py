@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,12 +175,15 @@ class ShardWriter:
                 skipped.append([name, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]])
         s = self.settings
         array = np.stack(images) if images else np.zeros((0, s.channels, s.resolution, s.resolution), np.uint8)
-        with tempfile.TemporaryDirectory(prefix="ganflow-shard-") as tmp:
-            path = Path(tmp) / "shard.npy"
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-            done = {"index": index, "count": len(kept), "bytes": path.stat().st_size, "sha256": file_sha256(path),
-                    "labels": [self.source.labels[i] for i in kept], "skipped": skipped, "first": first, "stop": stop}
-            self.out.put_file(shard_name(index), path)
+
+        def fill(path: Path) -> tuple:
+            with open(path, "wb") as f:
+                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+            return path.stat().st_size, file_sha256(path)
+
+        size, digest = self.out.write_with(shard_name(index), fill)
+        done = {"index": index, "count": len(kept), "bytes": size, "sha256": digest,
+                "labels": [self.source.labels[i] for i in kept], "skipped": skipped, "first": first, "stop": stop}
         self.out.put_bytes(shard_done(index), json.dumps(done).encode())
         return done
 

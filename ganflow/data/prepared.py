@@ -207,8 +207,8 @@ class PreparedSet:
 
 class PreparedBatches:
     """`batches(index)` of a prepared set: this rank's images of global batch `index`, read as uint8,
-    copied to the device and only there turned into floats in [-1, 1]. The next batch is read in a
-    background thread while this one trains (batches are a pure function of the index)."""
+    copied to the device and only there turned into floats in [-1, 1]. On a GPU the next batch is
+    read in a background thread while this one trains (batches are a pure function of the index)."""
 
     def __init__(self, source: PreparedSet, sampler, rows: torch.Tensor, labels: Optional[torch.Tensor], device):
         from concurrent.futures import ThreadPoolExecutor
@@ -216,6 +216,9 @@ class PreparedBatches:
         self.source, self.sampler, self.rows, self.labels = source, sampler, rows, labels
         self.device = torch.device(device)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ganflow-prefetch")
+        # on a GPU the host is idle while a step runs: read the next batch then; on the CPU a reading
+        # thread only takes cores from the step (measured: 0.95x with it, 0.99x without)
+        self.prefetch = self.device.type == "cuda"
         self._ahead: Optional[tuple] = None  # (index, future)
 
     def _read(self, index: int):
@@ -230,7 +233,8 @@ class PreparedBatches:
             x, y = self._ahead[1].result()
         else:
             x, y = self._read(index)
-        self._ahead = (index + 1, self._pool.submit(self._read, index + 1))
+        if self.prefetch:
+            self._ahead = (index + 1, self._pool.submit(self._read, index + 1))
         cuda = self.device.type == "cuda"
         x = x.to(self.device, non_blocking=cuda).float() / 127.5 - 1
         return x, (y.to(self.device, non_blocking=cuda) if y is not None else None)

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -69,39 +69,75 @@ def check_prepared_reference(extractor: str, weights: Optional[str], storage) ->
         find_weights(weights, storage)
 
 
-def reference_for_prepared(location: str, storage, extractor: str, weights: Optional[str], n: int,
-                           progress: bool = True) -> dict:
-    """Reference statistics of a prepared set over its first `n` images of a fixed shuffle (0: all),
-    stored beside the shards; the manifest is rewritten to name them. Returns the manifest."""
-    from ganflow.data.prepared import MANIFEST, PreparedSet, reference_name
-    from ganflow.store import open_store
+class ReferencePart:
+    """Feature sums of some images of a prepared set; one per process (in-process or a Ray actor:
+    the extractor is loaded once)."""
 
-    source = PreparedSet(location, storage)
-    ex = _extractor_for(extractor, weights, storage)
-    total = len(source)
-    count = total if n == 0 else min(n, total)
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(0))[:count].sort().values
-    dim = ex.dim
-    s1, s2, kept = np.zeros(dim), np.zeros((dim, dim)), []
-    with Progress(count, f"reference statistics ({extractor})", "images") if progress else contextlib.nullcontext() as bar:
-        for first in range(0, count, CHUNK // 4):
-            rows = order[first:first + CHUNK // 4]
-            x = torch.from_numpy(source.images(rows.numpy())).float() / 127.5 - 1
-            f = ex.extract(x)[0].double().numpy()
+    def __init__(self, location: str, storage, extractor: str, weights: Optional[str]):
+        from ganflow.data.prepared import PreparedSet
+
+        self.source = PreparedSet(location, storage)
+        self.extractor = _extractor_for(extractor, weights, storage)
+
+    def stats(self, rows: np.ndarray, keep: int) -> tuple:
+        """(sum, sum of outer products, count, the first `keep` rows' features) of these images."""
+        s1, s2 = np.zeros(self.extractor.dim), np.zeros((self.extractor.dim, self.extractor.dim))
+        kept = []
+        for first in range(0, len(rows), CHUNK // 4):
+            x = torch.from_numpy(self.source.images(rows[first:first + CHUNK // 4])).float() / 127.5 - 1
+            f = self.extractor.extract(x)[0].double().numpy()
             s1 += f.sum(0)
             s2 += f.T @ f
-            if sum(len(k) for k in kept) < KEEP_FEATURES:
-                kept.append(torch.from_numpy(f[:KEEP_FEATURES - sum(len(k) for k in kept)]).float())
+            kept.append(f[:max(0, keep - first)])
+        return s1, s2, len(rows), torch.from_numpy(np.concatenate(kept)).float()
+
+    def describe(self) -> dict:
+        ex = self.extractor
+        return {"extractor": ex.name, "protocol": ex.protocol, "weights": ex.digest}
+
+
+def reference_plan(total: int, n: int, parts: int) -> List[Tuple[np.ndarray, int]]:
+    """(rows, features to keep) per piece of work: the first `n` images (0: all) of a fixed shuffle,
+    in contiguous pieces; the features of the first KEEP_FEATURES of them are kept."""
+    count = total if n == 0 else min(n, total)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(0))[:count].sort().values.numpy()
+    size = max(CHUNK // 4, -(-count // max(1, parts)))
+    return [(order[i:i + size], max(0, min(size, KEEP_FEATURES - i))) for i in range(0, count, size)]
+
+
+def reference_for_prepared(location: str, storage, extractor: str, weights: Optional[str], n: int,
+                           parts: int = 1, mapper: Optional[Callable] = None, progress: bool = True) -> dict:
+    """Reference statistics of a prepared set over its first `n` images of a fixed shuffle (0: all),
+    stored beside the shards; the manifest is rewritten to name them. Returns the manifest.
+    `mapper(cls, init_args, method, items)` runs the pieces elsewhere (the CLI's Ray actors), in
+    order; by default they run here. The sums are added in piece order either way."""
+    from ganflow.data.prepared import MANIFEST, read_manifest, reference_name
+    from ganflow.store import open_store
+
+    manifest = read_manifest(location, storage)
+    init = (location, storage, extractor, weights)
+    plan = reference_plan(int(manifest["count"]), n, parts)
+    if mapper is None:
+        part = ReferencePart(*init)
+        done = (part.stats(*item) for item in plan)
+    else:
+        done = mapper(ReferencePart, init, "stats", plan)
+    count, s1, s2, kept = 0, 0.0, 0.0, []
+    with Progress(sum(len(r) for r, _ in plan), f"reference statistics ({extractor})", "images") \
+            if progress else contextlib.nullcontext() as bar:
+        for p1, p2, m, features in done:
+            s1, s2, count = s1 + p1, s2 + p2, count + m
+            kept.append(features)
             if bar is not None:
-                bar.update(len(rows))
+                bar.update(m)
     mu = s1 / count
     sigma = (s2 - count * np.outer(mu, mu)) / max(count - 1, 1)
     ref = Reference(torch.cat(kept), mu, sigma)
-    meta = {"location": location, "count": count, "extractor": ex.name, "protocol": ex.protocol, "weights": ex.digest}
+    ex = _extractor_for(extractor, weights, storage) if mapper is not None else part.extractor
+    meta = {"count": count, "extractor": ex.name, "protocol": ex.protocol, "weights": ex.digest}
     store = open_store(location, storage)
-    store.put_bytes(reference_name(ex.name), ref.to_bytes(meta))
-    manifest = dict(source.manifest)
-    manifest["reference"] = {**manifest.get("reference", {}), ex.name: {k: v for k, v in meta.items() if k != "location"}}
+    store.put_bytes(reference_name(ex.name), ref.to_bytes({"location": location, **meta}))
+    manifest["reference"] = {**manifest.get("reference", {}), ex.name: meta}
     store.put_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest
 

@@ -11,15 +11,16 @@ from typing import Any, Callable
 TEMP_MARK = ".tmp-"  # in the names of files still being written; listings skip them
 
 
-def replace_atomically(path: Path, fill: Callable[[Path], Any]) -> None:
+def replace_atomically(path: Path, fill: Callable[[Path], Any]) -> Any:
     """`fill(tmp)` writes a temporary file beside `path`, which is then renamed over it: readers see
-    the old file or the whole new one. A failed fill leaves nothing behind."""
+    the old file or the whole new one. A failed fill leaves nothing behind. Returns fill's result."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}"
     try:
-        fill(tmp)
+        result = fill(tmp)
         os.replace(tmp, path)
+        return result
     finally:
         tmp.unlink(missing_ok=True)
 

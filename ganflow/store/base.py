@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 class StorageError(RuntimeError):
@@ -65,6 +65,17 @@ class Store:
 
     def get_file(self, key: str, path: Path) -> None:
         raise NotImplementedError
+
+    def write_with(self, key: str, fill: Callable[[Path], Any]) -> Any:
+        """`fill(path)` writes a local file that becomes `key`, whole or not at all; returns fill's
+        result. A directory has it written in place (no copy); a bucket gets it uploaded."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="ganflow-put-") as tmp:
+            path = Path(tmp) / Path(key).name
+            result = fill(path)
+            self.put_file(key, path)
+            return result
 
     def exists(self, key: str) -> bool:
         raise NotImplementedError

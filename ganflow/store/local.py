@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any, List, Sequence, Tuple
 
-from ganflow.store.atomic import TEMP_MARK, copy_atomic, write_atomic
+from ganflow.store.atomic import TEMP_MARK, copy_atomic, replace_atomically, write_atomic
 from ganflow.store.base import NotFound, StorageError, Store
 
 
@@ -34,6 +34,9 @@ class LocalStore(Store):
 
     def put_file(self, key: str, path: Path) -> None:
         copy_atomic(path, self._p(key))
+
+    def write_with(self, key: str, fill) -> Any:
+        return replace_atomically(self._p(key), fill)
 
     def get_file(self, key: str, path: Path) -> None:
         if not self._p(key).is_file():

@@ -174,12 +174,25 @@ def test_a_bucket_is_prepared_to_a_bucket_by_two_ray_workers_and_read_back_throu
     env = {"AWS_ENDPOINT_URL": endpoint, "RAY_ADDRESS": None}
     out = f"s3://{bucket}/prepared"
     proc = prepare(f"s3://{bucket}/raw", "--out", out, "--resolution", "16", "--shard-size", "64", "--workers", "2",
-                   "--reference", "none", env=env)
+                   "--reference", "200", "--extractor", "digits", env=env)
     assert proc.returncode == 0, proc.stderr
     assert "with 2 worker(s)" in proc.stderr and "skipped bees/broken.png" in proc.stderr
     remote = json.loads(client.get_object(Bucket=bucket, Key="prepared/manifest.json")["Body"].read())
     local = json.loads((prepared / MANIFEST).read_text())
     assert remote["shards"] == local["shards"]  # the same bytes, whoever wrote them
+    # reference statistics made by the two workers equal those made in one process
+    import shutil
+
+    from ganflow.metrics.reference import Reference, reference_for_prepared
+
+    shutil.copytree(prepared, tmp_path / "copy")
+    reference_for_prepared(str(tmp_path / "copy"), None, "digits", None, 200, progress=False)
+    here = Reference.from_bytes((tmp_path / "copy" / "reference-digits.safetensors").read_bytes())
+    there = Reference.from_bytes(client.get_object(Bucket=bucket, Key="prepared/reference-digits.safetensors")["Body"].read())
+    assert remote["reference"]["digits"]["count"] == 200
+    np.testing.assert_allclose(there.mu, here.mu, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(there.sigma, here.sigma, rtol=0, atol=1e-9)
+    assert torch.equal(there.features, here.features)
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("GANFLOW_CACHE", str(tmp_path / "cache"))
     data = build_dataset(DataConfig(name="prepared", path=out, resolution=16))
@@ -200,6 +213,10 @@ def test_batches_are_the_same_global_batches_for_one_and_two_workers_and_a_pure_
         torch.testing.assert_close(x, torch.cat([p[0] for p in parts]), rtol=0, atol=0)
         assert torch.equal(y, torch.cat([p[1] for p in parts]))
         assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+    plain_steps = [dataset_batches(data, 32, seed=3, labels=True)(s)[0] for s in range(3)]
+    ahead = dataset_batches(data, 32, seed=3, labels=True)
+    ahead.prefetch = True  # as on a GPU: the next batch read in a thread while this one trains
+    assert all(torch.equal(ahead(s)[0], plain_steps[s]) for s in range(3))
     resumed = dataset_batches(data, 32, seed=3, labels=True, flip=True)  # a restarted worker, at step 7
     assert torch.equal(resumed(7)[0], one(7)[0])
     plain = dataset_batches(data, 32, seed=3, labels=True, flip=False)(7)[0]

@@ -52,11 +52,16 @@ SGD = ["optim.g.name=sgd", "optim.d.name=sgd", "optim.g.lr=0.01", "optim.d.lr=0.
     "job,overrides",
     [
         ("quickstart.yaml", SMALL_DIGITS + ["model.g_norm=none", "model.d_norm=none", "loss.name=wgan-gp", "loss.n_critic=2"] + SGD),
-        ("cdcgan_digits.yaml", SMALL_DIGITS + ["model.g_norm=none", "loss.r1_gamma=1.0"] + SGD),
+        ("cdcgan_digits.yaml", SMALL_DIGITS + ["model.g_norm=none", "loss.r1_gamma=1.0", "data.name=prepared",
+                                               "data.xflip=true", "data.classes=[1,3,5,7]"] + SGD),
     ],
-    ids=["dcgan-sn-wgan-gp-diffaugment", "cdcgan-sn-hinge-r1"],  # the MLP path is DDP's simplest case
+    # the MLP path is DDP's simplest case; the conditional one reads a prepared set, mirrored
+    ids=["dcgan-sn-wgan-gp-diffaugment", "cdcgan-sn-hinge-r1-prepared-xflip"],
 )
-def test_two_workers_on_half_batches_match_one_worker_on_the_full_batch(ray_cluster, tmp_path, job, overrides):
+def test_two_workers_on_half_batches_match_one_worker_on_the_full_batch(ray_cluster, prepared_digits, tmp_path, job,
+                                                                         overrides):
+    if "data.name=prepared" in overrides:
+        overrides = overrides + [f"data.path={prepared_digits}"]
     common = overrides + ["train.steps=3", "train.checkpoint_every=3", f"storage.uri={tmp_path}",
                           "scaling.resources_per_worker.CPU=1"]
     one = driver.run(load_job(JOBS / job, common + ["scaling.num_workers=1"]))
