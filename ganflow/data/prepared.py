@@ -12,7 +12,7 @@ Why .npy: records have a fixed size, so image i of a shard is one `pread` at a k
 batches of a run are a pure function of (seed, step) and hop across the whole set; a format read
 by record (Parquet row groups, WebDataset tars) would decode far more than a batch to reach them.
 
-Training reads a prepared set image by image: a worker holds its labels (8 bytes an image), the
+Training reads a prepared set image by image: a worker holds its labels and row index (16 bytes an image), the
 images of its prefetched batches and a bounded cache (`data.cache_mb`), never the set. Shards in a
 bucket are fetched once per machine into a local cache folder; every shard's sha256 is checked
 against the manifest the first time a process opens it.
