@@ -97,7 +97,9 @@ def prepare(args, options: S3Options) -> dict:
 
 
 def main(args) -> int:
-    options = S3Options()  # endpoint and credentials: AWS_ENDPOINT_URL and the usual AWS settings
+    # the endpoint from AWS_ENDPOINT_URL, resolved here so that the Ray actors use it too; credentials
+    # from the AWS chain wherever the work runs
+    options = S3Options(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
     try:
         out = open_store(args.out, options)
         if out.exists(MANIFEST):

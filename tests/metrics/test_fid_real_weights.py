@@ -97,18 +97,19 @@ def test_fid_agrees_with_torch_fidelity_on_the_same_images(torchscript, digits, 
     torch.save(state, tmp_path / "pt_inception-2015-12-05-6726825d.pth")
     theirs = inception_v3("inception-v3-compat", ["2048"],
                                         feature_extractor_weights_path=str(tmp_path / "pt_inception-2015-12-05-6726825d.pth"))
-    shifted = (digits + 0.5).clamp(-1, 1)
+    half = N // 2  # torch-fidelity scores half the digits against the other half shifted (its network is slow here)
+    plain, shifted = digits[:half], (digits[half:] + 0.5).clamp(-1, 1)
 
     def png(x):
         return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
 
     with torch.no_grad():
-        a, b = (torch.cat([theirs(png(x[i:i + 32]))[0] for i in range(0, N, 32)]) for x in (digits, shifted))
-    torch.testing.assert_close(a, scored[0], rtol=1e-4, atol=1e-4)  # the same network, two implementations
+        a, b = (torch.cat([theirs(png(x[i:i + 24]))[0] for i in range(0, half, 24)]) for x in (plain, shifted))
+    torch.testing.assert_close(a, scored[0][:half], rtol=1e-4, atol=1e-4)  # the same network, two implementations
     ref = metric_fid.fid_statistics_to_metric(metric_fid.fid_features_to_statistics(a.double()),
                                               metric_fid.fid_features_to_statistics(b.double()),
                                               verbose=False)["frechet_inception_distance"]
-    mine = fid(*scored)
+    mine = fid(scored[0][:half], scored[1][half:])
     assert mine == pytest.approx(ref, rel=1e-3)
     assert np.isfinite(mine) and mine > 1
 

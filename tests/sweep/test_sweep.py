@@ -111,14 +111,14 @@ def sweep_rows(location: Path):
 @pytest.mark.slow
 def test_an_asha_sweep_of_ring_stops_the_worst_trials_early_and_its_best_yaml_trains(tmp_path):
     runs = tmp_path / "runs"
-    proc = run_cli("sweep", str(RING_SWEEP), f"storage.uri={runs}", "train.steps=600", "train.checkpoint_every=150", *FAST,
+    proc = run_cli("sweep", str(RING_SWEEP), f"storage.uri={runs}", "train.steps=400", "train.checkpoint_every=100", *FAST,
                    env={"RAY_ADDRESS": None}, timeout=900, check=True)
     best_yaml = Path(proc.stdout.strip().splitlines()[-1])
     assert best_yaml.name == "best.yaml" and best_yaml.parent.parent == runs / "sweeps"
     rows = sweep_rows(best_yaml.parent)
     assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4 and not any(r["error"] for r in rows)
-    assert sum(r["last_step"] for r in rows) < 4 * 600  # ASHA stopped some trials at a rung
-    assert max(r["last_step"] for r in rows) == 600  # and let the best run to the end
+    assert sum(r["last_step"] for r in rows) < 4 * 400  # ASHA stopped some trials at a rung
+    assert max(r["last_step"] for r in rows) == 400  # and let the best run to the end
     best = json.loads((best_yaml.parent / "best.json").read_text())
     assert best["value"] == max(r["best_high_quality"] for r in rows)
     assert Path(best["checkpoint"], "manifest.json").is_file()
@@ -141,7 +141,7 @@ def test_an_asha_sweep_of_ring_stops_the_worst_trials_early_and_its_best_yaml_tr
     for header in ("trial", "optim.g.lr", "high_quality"):
         assert header in proc.stderr  # the trial table
     again = load_job(best_yaml)  # a job `ganflow train` takes as it is: validated, the winning values in it
-    assert again.optim.g.lr == pytest.approx(best["values"]["optim.g.lr"]) and again.train.steps == 600
+    assert again.optim.g.lr == pytest.approx(best["values"]["optim.g.lr"]) and again.train.steps == 400
 
 
 def write_ring_sweep(tmp_path: Path, **fields) -> Path:
@@ -157,10 +157,10 @@ def write_ring_sweep(tmp_path: Path, **fields) -> Path:
 def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step_with_perturbed_rates(tmp_path):
     spec = write_ring_sweep(tmp_path, scheduler="pbt", quantile_fraction=0.5, num_samples=2, max_concurrent_trials=2)
     runs = tmp_path / "runs"
-    proc = run_cli("sweep", str(spec), f"storage.uri={runs}", "train.steps=400", "train.checkpoint_every=100",
+    proc = run_cli("sweep", str(spec), f"storage.uri={runs}", "train.steps=300", "train.checkpoint_every=100",
                    env={"RAY_ADDRESS": None}, timeout=900, check=True)
     rows = sweep_rows(Path(proc.stdout.strip().splitlines()[-1]).parent)
-    assert len(rows) == 2 and not any(r["error"] for r in rows) and all(r["last_step"] == 400 for r in rows)
+    assert len(rows) == 2 and not any(r["error"] for r in rows) and all(r["last_step"] == 300 for r in rows)
     forks = [(clone, source) for row in rows for clone, source in zip(row["runs"], row["forked_from"]) if source]
     assert forks, "PBT never exploited"
     for clone, source in forks:
@@ -170,7 +170,7 @@ def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step
         # new run of the exploiting trial, which trained on from that step
         assert read_manifest(Path(clone, "checkpoints", name))["files"] == read_manifest(Path(source))["files"]
         steps = [m["step"] for m in Run.open(clone).read_metrics()]
-        assert steps and steps[0] > step or not steps and step == 400
+        assert steps and steps[0] > step or not steps and step == 300
         donor_cfg, clone_cfg = (yaml.safe_load(Path(r, "config.yaml").read_text())["optim"] for r in (donor_run, clone))
         assert (clone_cfg["g"]["lr"], clone_cfg["d"]["lr"]) != (donor_cfg["g"]["lr"], donor_cfg["d"]["lr"])  # explored
         for record in Run.open(clone).read_metrics():  # the perturbed rates train, not the restored optimiser's
