@@ -17,12 +17,12 @@ import torch
 from ganflow import data, models
 from ganflow.config import ConfigError, JobConfig, load
 from ganflow.config.load import fail, one_of
-from ganflow.store import is_s3
 from ganflow.core.augment import AUGMENTATIONS
 from ganflow.core.losses import LOSSES
 from ganflow.core.state import TrainingState
 from ganflow.metrics.features import EXTRACTORS
 from ganflow.metrics.scoring import METRICS, EvalError, check_metrics, default_metrics, ranking
+from ganflow.store import is_s3
 
 def load_job(path: Optional[str | Path] = None, overrides: Optional[List[str]] = None) -> JobConfig:
     """The job file with its dotted overrides, resolved and checked: one line naming the key otherwise."""
@@ -50,8 +50,7 @@ def check(cfg: JobConfig) -> JobConfig:
     one_of("data.name", d.name, tuple(data.DATASETS))
     ds = data.spec(d.name)
     if ds.needs_path and not d.path:
-        what = "a prepared set from `ganflow data prepare`" if d.name == "prepared" else "a folder of PNG/JPEG files"
-        fail("data.path", f"is required for data.name={d.name} ({what})")
+        fail("data.path", f"is required for data.name={d.name} ({ds.path_help})")
     if ds.is_image:
         r = d.resolution
         if r < 8 or r > 1024 or r & (r - 1):

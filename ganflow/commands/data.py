@@ -76,9 +76,7 @@ def prepare(args, options: S3Options) -> dict:
         writer = ShardWriter(*init)
         written = (writer.write(*p) for p in todo)
     else:
-        from ganflow.ray.pool import map_on_actors
-
-        written = map_on_actors(ShardWriter, init, "write", todo, workers, "data prepare", address=args.address)
+        written = _on_actors(workers, args.address)(ShardWriter, init, "write", todo)
     with Progress(images, "data prepare", "images") as progress:
         for entry in written:
             done[entry["index"]] = entry

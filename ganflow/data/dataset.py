@@ -69,6 +69,7 @@ class DataSpec:
     kind: str  # "images" (N, C, H, W) in [-1, 1] | "points" (N, 2)
     labelled: bool = False  # can carry class labels: data.classes, conditional models
     needs_path: bool = False  # data.path names the files
+    path_help: str = "a folder of PNG/JPEG files"  # what data.path should be, said when it is missing
     seeded: bool = False  # drawn from train.seed (its reference statistics depend on it)
     metrics: Tuple[str, ...] = ()  # what evaluation scores when eval.metrics is empty
     extractor: str = "inception"  # the feature extractor eval.extractor=auto picks

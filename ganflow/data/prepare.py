@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ganflow.config import ConfigError
 from ganflow.data.images import IMAGE_SUFFIXES, square_resize
-from ganflow.data.prepared import FORMAT, LABELS, MANIFEST, PARAMS, VERSION, file_sha256, shard_done, shard_name
+from ganflow.data.prepared import FORMAT, LABELS, MANIFEST, PARAMS, VERSION, shard_done, shard_name
+from ganflow.store import file_sha256
 
 
 class PrepareError(ValueError):

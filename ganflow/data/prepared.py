@@ -21,6 +21,7 @@ against the manifest the first time a process opens it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -33,6 +34,7 @@ import torch
 
 from ganflow.config import ConfigError, DataConfig
 from ganflow.data.dataset import Dataset, register
+from ganflow.store import cache_home, file_sha256
 
 FORMAT = "ganflow-prepared"
 VERSION = 1
@@ -51,20 +53,6 @@ def shard_done(index: int) -> str:
 
 def reference_name(extractor: str) -> str:
     return f"reference-{extractor}.safetensors"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def cache_root() -> Path:
-    """Where shards read from a bucket are kept: $GANFLOW_CACHE/prepared or ~/.cache/ganflow/prepared."""
-    base = os.environ.get("GANFLOW_CACHE") or str(Path.home() / ".cache" / "ganflow")
-    return Path(base) / "prepared"
 
 
 def read_manifest(location: str, options=None) -> dict:
@@ -121,8 +109,6 @@ class PreparedSet:
         data = self.store.get_bytes(LABELS)
         if hashlib.sha256(data).hexdigest() != self.manifest["labels_sha256"]:
             raise ConfigError(f"data.path: {self.store.uri(LABELS)} fails its sha256 check; prepare the set again")
-        import io
-
         return np.load(io.BytesIO(data), allow_pickle=False)
 
     def _local_shard(self, index: int) -> Path:
@@ -132,9 +118,10 @@ class PreparedSet:
         if not self.remote:
             path = Path(self.store.uri(name))
         else:
-            path = cache_root() / f"{entry['sha256'][:32]}.npy"
-            if path.exists() and path.stat().st_size == entry["bytes"]:
-                return path  # cached under its own checksum by this check, on an earlier open
+            path = cache_home() / "prepared" / f"{entry['sha256'][:32]}.npy"
+            if path.exists() and path.stat().st_size == entry["bytes"] and (
+                    not self.verify or file_sha256(path) == entry["sha256"]):
+                return path  # fetched once per machine; a damaged copy is fetched again below
             self.store.get_file(name, path)
         if not path.is_file() or path.stat().st_size != entry["bytes"]:
             raise ConfigError(f"data.path: {self.store.uri(name)} is missing or not {entry['bytes']} bytes; "
@@ -273,8 +260,8 @@ def prepared_classes(cfg: DataConfig) -> Optional[List[str]]:
         return None
 
 
-@register("prepared", kind="images", labelled=True, needs_path=True, metrics=("fid",), known_classes=prepared_classes,
-          check=check_prepared)
+@register("prepared", kind="images", labelled=True, needs_path=True, path_help="a prepared set from `ganflow data prepare`",
+          metrics=("fid",), known_classes=prepared_classes, check=check_prepared)
 def prepared(cfg: DataConfig, seed: int, storage=None) -> Dataset:
     """A prepared set (`ganflow data prepare`), read image by image: nothing is loaded but the labels."""
     source = open_for(cfg, storage)

@@ -48,12 +48,10 @@ class InceptionWeightsError(RuntimeError):
 def cache_dirs() -> List[Path]:
     """Where weights are looked for: $GANFLOW_CACHE, ~/.cache/ganflow, and torch hub's checkpoints
     folder (where pytorch-fid and torch-fidelity keep them, so an earlier download is reused)."""
-    dirs = []
-    if os.environ.get("GANFLOW_CACHE"):
-        dirs.append(Path(os.environ["GANFLOW_CACHE"]))
-    dirs.append(Path.home() / ".cache" / "ganflow")
-    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
-    return dirs
+    from ganflow.store import cache_home
+
+    dirs = [cache_home(), Path.home() / ".cache" / "ganflow", Path(torch.hub.get_dir()) / "checkpoints"]
+    return list(dict.fromkeys(dirs))  # $GANFLOW_CACHE unset: the first two are one
 
 
 def find_weights(location: Optional[str] = None, storage=None) -> Path:
@@ -366,8 +364,6 @@ def load_inception(location: Optional[str] = None, storage=None, device: str | t
 
 def weights_digest(path: Path) -> str:
     """The first 12 hex digits of the file's sha256: part of a reference cache's key."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    from ganflow.store import file_sha256
+
+    return file_sha256(path)[:12]

@@ -80,7 +80,8 @@ class ReferencePart:
         self.extractor = _extractor_for(extractor, weights, storage)
 
     def stats(self, rows: np.ndarray, keep: int) -> tuple:
-        """(sum, sum of outer products, count, the first `keep` rows' features) of these images."""
+        """(sum, sum of outer products, count, the first `keep` rows' features, the extractor's
+        name/protocol/weights) of these images."""
         s1, s2 = np.zeros(self.extractor.dim), np.zeros((self.extractor.dim, self.extractor.dim))
         kept = []
         for first in range(0, len(rows), CHUNK // 4):
@@ -89,11 +90,9 @@ class ReferencePart:
             s1 += f.sum(0)
             s2 += f.T @ f
             kept.append(f[:max(0, keep - first)])
-        return s1, s2, len(rows), torch.from_numpy(np.concatenate(kept)).float()
-
-    def describe(self) -> dict:
         ex = self.extractor
-        return {"extractor": ex.name, "protocol": ex.protocol, "weights": ex.digest}
+        return (s1, s2, len(rows), torch.from_numpy(np.concatenate(kept)).float(),
+                {"extractor": ex.name, "protocol": ex.protocol, "weights": ex.digest})
 
 
 def reference_plan(total: int, n: int, parts: int) -> List[Tuple[np.ndarray, int]]:
@@ -122,10 +121,10 @@ def reference_for_prepared(location: str, storage, extractor: str, weights: Opti
         done = (part.stats(*item) for item in plan)
     else:
         done = mapper(ReferencePart, init, "stats", plan)
-    count, s1, s2, kept = 0, 0.0, 0.0, []
+    count, s1, s2, kept, made_with = 0, 0.0, 0.0, [], {}
     with Progress(sum(len(r) for r, _ in plan), f"reference statistics ({extractor})", "images") \
             if progress else contextlib.nullcontext() as bar:
-        for p1, p2, m, features in done:
+        for p1, p2, m, features, made_with in done:
             s1, s2, count = s1 + p1, s2 + p2, count + m
             kept.append(features)
             if bar is not None:
@@ -133,11 +132,10 @@ def reference_for_prepared(location: str, storage, extractor: str, weights: Opti
     mu = s1 / count
     sigma = (s2 - count * np.outer(mu, mu)) / max(count - 1, 1)
     ref = Reference(torch.cat(kept), mu, sigma)
-    ex = _extractor_for(extractor, weights, storage) if mapper is not None else part.extractor
-    meta = {"count": count, "extractor": ex.name, "protocol": ex.protocol, "weights": ex.digest}
+    meta = {"count": count, **made_with}  # what the pieces were extracted with (no extractor loaded here)
     store = open_store(location, storage)
-    store.put_bytes(reference_name(ex.name), ref.to_bytes({"location": location, **meta}))
-    manifest["reference"] = {**manifest.get("reference", {}), ex.name: meta}
+    store.put_bytes(reference_name(extractor), ref.to_bytes({"location": location, **meta}))
+    manifest["reference"] = {**manifest.get("reference", {}), extractor: meta}
     store.put_bytes(MANIFEST, json.dumps(manifest, indent=1).encode())
     return manifest
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from ganflow.store.base import NotFound, S3Options, StorageError, Store, is_s3, join, split_s3, store_options
+from ganflow.store.base import (NotFound, S3Options, StorageError, Store, cache_home, file_sha256, is_s3, join, split_s3,
+                                store_options)
 from ganflow.store.local import LocalStore
 from ganflow.store.s3 import S3Store
 
@@ -15,5 +16,5 @@ def open_store(uri: str | os.PathLike, options: S3Options = S3Options()) -> Stor
     return S3Store(str(uri).rstrip("/"), options) if is_s3(uri) else LocalStore(uri)
 
 
-__all__ = ["LocalStore", "NotFound", "S3Options", "S3Store", "StorageError", "Store", "is_s3", "join", "open_store",
-           "split_s3", "store_options"]
+__all__ = ["LocalStore", "NotFound", "S3Options", "S3Store", "StorageError", "Store", "cache_home", "file_sha256", "is_s3",
+           "join", "open_store", "split_s3", "store_options"]

@@ -32,6 +32,23 @@ class S3Options:
     max_attempts: int = 10  # total, the first attempt included
 
 
+def cache_home() -> Path:
+    """ganflow's local cache folder: $GANFLOW_CACHE, else ~/.cache/ganflow (weights fetched from a
+    bucket, prepared shards)."""
+    return Path(os.environ.get("GANFLOW_CACHE") or Path.home() / ".cache" / "ganflow")
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex), read in 4 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def is_s3(uri: str | os.PathLike) -> bool:
     return str(uri).startswith("s3://")
 

@@ -19,7 +19,8 @@ from ganflow.config import ConfigError, DataConfig
 from ganflow.data import build_dataset, dataset_batches
 from ganflow.data.images import square_resize
 from ganflow.data.prepare import Settings, Source, finish, list_source
-from ganflow.data.prepared import MANIFEST, PreparedSet, file_sha256, shard_done, shard_name
+from ganflow.data.prepared import MANIFEST, PreparedSet, shard_done, shard_name
+from ganflow.store import file_sha256
 from tests.conftest import JOBS, run_cli
 
 PER_CLASS = 100  # images per class folder: 300 in all, plus one corrupt file
@@ -209,7 +210,16 @@ def test_a_bucket_is_prepared_to_a_bucket_by_two_ray_workers_and_read_back_throu
     data = build_dataset(DataConfig(name="prepared", path=out, resolution=16))
     assert len(data) == 300 and data.classes == ["ants", "bees", "cats"]
     np.testing.assert_array_equal(data.source.images([0, 299]), PreparedSet(str(prepared)).images([0, 299]))
-    assert len(list((tmp_path / "cache" / "prepared").glob("*.npy"))) == 2  # only the shards read were fetched
+    cached = sorted((tmp_path / "cache" / "prepared").glob("*.npy"))
+    assert len(cached) == 2  # only the shards read were fetched
+    with open(cached[0], "r+b") as f:  # a cached copy damaged on this machine is checked and fetched again
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    again = build_dataset(DataConfig(name="prepared", path=out, resolution=16))
+    np.testing.assert_array_equal(again.source.images([0, 299]), PreparedSet(str(prepared)).images([0, 299]))
+    assert {file_sha256(p)[:32] for p in cached} == {p.stem for p in cached}
 
 
 def test_batches_are_the_same_global_batches_for_one_and_two_workers_and_a_pure_function_of_the_step(prepared):
