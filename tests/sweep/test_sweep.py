@@ -179,22 +179,22 @@ def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step
 
 @pytest.mark.slow
 def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials(tmp_path):
-    STEPS = 1000
+    STEPS, EVERY = 600, 100
     # Optuna's TPE picks the trials (its state is restored with the sweep's), one at a time
     spec = write_ring_sweep(tmp_path, search="optuna", num_samples=3, max_concurrent_trials=1)
     runs = tmp_path / "runs"
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     # Tune saves its state every second here (10 s at first by default), while the second trial
-    # (10 evaluations) is still training
+    # (6 evaluations) is still training
     driver = subprocess.Popen([sys.executable, "-m", "ganflow.cli", "sweep", str(spec), f"storage.uri={runs}",
-                               f"train.steps={STEPS}", "train.checkpoint_every=100"], env=env, text=True,
+                               f"train.steps={STEPS}", f"train.checkpoint_every={EVERY}"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline, seen = time.time() + 400, None
         while time.time() < deadline:  # the first trial done, the second one with a checkpoint Tune has saved
             lines = sorted(len(p.read_text().splitlines()) for p in runs.glob("sweeps/*/trials/*.jsonl"))
             states = list(runs.glob("sweeps/*/tune/experiment_state-*.json"))
-            if len(lines) == 2 and lines[1] == STEPS // 100 and 1 <= lines[0] < STEPS // 200:
+            if len(lines) == 2 and lines[1] == STEPS // EVERY and 1 <= lines[0] < STEPS // EVERY // 2:
                 seen = seen or time.time()
                 if states and states[0].stat().st_mtime > seen + 0.5:
                     break
