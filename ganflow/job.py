@@ -33,12 +33,19 @@ def resolve(cfg: JobConfig) -> JobConfig:
     """A copy of `cfg` with the defaults that depend on other choices filled in: the loss's penalty
     and critic steps, no D normalisation under spectral norm, no augmentation spelled as ""."""
     one_of("loss.name", cfg.loss.name, tuple(LOSSES))
-    loss = LOSSES[cfg.loss.name]
+    one_of("model.name", cfg.model.name, tuple(models.MODELS))
+    loss, model = LOSSES[cfg.loss.name], models.spec(cfg.model.name)
     lo, m, t = cfg.loss, cfg.model, cfg.train
+
+    def default(value, fallback):
+        return fallback if value is None else value
+
     return dataclasses.replace(
         cfg,
-        loss=dataclasses.replace(lo, gp_weight=loss.gp_weight if lo.gp_weight is None else lo.gp_weight,
-                                 n_critic=loss.n_critic if lo.n_critic is None else lo.n_critic),
+        loss=dataclasses.replace(lo, gp_weight=default(lo.gp_weight, loss.gp_weight), n_critic=default(lo.n_critic, loss.n_critic),
+                                 d_reg_every=default(lo.d_reg_every, model.d_reg_every),
+                                 g_reg_every=default(lo.g_reg_every, model.g_reg_every),
+                                 pl_weight=default(lo.pl_weight, model.pl_weight)),
         model=dataclasses.replace(m, d_norm="none" if m.spectral_norm else m.d_norm),  # SN replaces normalisation in D
         train=dataclasses.replace(t, augment=t.augment or ""),
     )
@@ -78,6 +85,14 @@ def check(cfg: JobConfig) -> JobConfig:
     lo = cfg.loss
     if LOSSES[lo.name].needs_gp and lo.gp_weight == 0:
         fail("loss.gp_weight", f"must be > 0 for loss.name={lo.name} (10 is the paper's value)")
+    if lo.pl_weight and not ms.styles:
+        with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
+        fail("loss.pl_weight", f"path-length regularisation needs a style space ({' or '.join(with_styles)}); set it to 0 for {m.name}")
+    if lo.pl_weight and cfg.train.batch_size % (2 * cfg.scaling.num_workers):
+        fail("train.batch_size", f"path-length regularisation draws half a batch: {cfg.train.batch_size} must be divisible "
+                                 f"by 2 x scaling.num_workers={cfg.scaling.num_workers}")
+    if ms.check is not None:
+        ms.check(cfg)
 
     if d.xflip and not ds.is_image:
         fail("data.xflip", f"mirrors images; data.name={d.name} is 2D data")
@@ -86,6 +101,8 @@ def check(cfg: JobConfig) -> JobConfig:
             fail("train.augment", "DiffAugment applies to images only; leave it empty for 2D data")
         for policy in cfg.train.augment.split(","):
             one_of("train.augment", policy.strip(), tuple(AUGMENTATIONS))
+    elif cfg.train.augment_p != 1.0:
+        fail("train.augment_p", "says how often train.augment's ops apply; name them, e.g. train.augment=color,translation,cutout")
 
     _check_eval(cfg)
     return cfg

@@ -69,12 +69,26 @@ def check_fields(cfg: JobConfig) -> JobConfig:
         positive(f"model.{key}", getattr(m, key))
     one_of("model.g_norm", m.g_norm, NORMS)
     one_of("model.d_norm", m.d_norm, NORMS)
+    for key in ("mapping_layers", "mbstd_group"):
+        positive(f"model.{key}", getattr(m, key))
+    if not 0 <= m.style_mixing <= 1:
+        fail("model.style_mixing", f"must be in [0, 1], got {m.style_mixing}")
+    if m.fp16_res < 0:
+        fail("model.fp16_res", f"must be >= 0 (0: every block in fp32), got {m.fp16_res}")
+    if m.conv_clamp is not None and m.conv_clamp <= 0:
+        fail("model.conv_clamp", f"must be > 0 or null (no clamping), got {m.conv_clamp}")
+    if m.attention is not None and (m.attention < 4 or m.attention & (m.attention - 1)):
+        fail("model.attention", f"must be a power-of-two resolution (e.g. 32 or 64) or null, got {m.attention}")
 
     lo = cfg.loss
     if lo.gp_weight is not None and lo.gp_weight < 0:
         fail("loss.gp_weight", f"must be >= 0, got {lo.gp_weight}")
-    if lo.r1_gamma < 0:
-        fail("loss.r1_gamma", f"must be >= 0, got {lo.r1_gamma}")
+    for key in ("r1_gamma", "r2_gamma", "pl_weight"):
+        if (getattr(lo, key) or 0) < 0:
+            fail(f"loss.{key}", f"must be >= 0, got {getattr(lo, key)}")
+    for key in ("d_reg_every", "g_reg_every"):
+        if getattr(lo, key) is not None:
+            positive(f"loss.{key}", getattr(lo, key))
     if lo.n_critic is not None:
         positive("loss.n_critic", lo.n_critic)
 
@@ -95,6 +109,10 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     one_of("train.precision", t.precision, PRECISIONS)
     if t.precision != "fp32" and not cfg.scaling.use_gpu:
         fail("train.precision", f"{t.precision} needs scaling.use_gpu=true; use fp32 on CPU")
+    if isinstance(t.augment_p, str) and t.augment_p != "adaptive" or not isinstance(t.augment_p, str) and not 0 <= t.augment_p <= 1:
+        fail("train.augment_p", f"must be a probability in [0, 1] or 'adaptive', got {t.augment_p!r}")
+    if not 0 < t.augment_target < 1:
+        fail("train.augment_target", f"must be in (0, 1), got {t.augment_target}")
     if t.max_failures < -1:
         fail("train.max_failures", f"must be >= -1 (-1 retries forever), got {t.max_failures}")
 

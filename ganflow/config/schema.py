@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from omegaconf import OmegaConf
 
@@ -30,23 +30,34 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "dcgan"  # a model of the registry (ganflow.models): mlp | dcgan | cdcgan
-    nz: int = 100  # latent size
-    ngf: int = 64  # generator width (DCGAN)
-    ndf: int = 64  # discriminator width (DCGAN)
+    name: str = "dcgan"  # a model of the registry (ganflow.models): mlp | dcgan | cdcgan | resnet | stylegan2 | r3gan
+    nz: int = 100  # latent size (StyleGAN2: z and w)
+    ngf: int = 64  # generator width; each model derives its widths per resolution from it
+    ndf: int = 64  # discriminator width, likewise
     hidden: int = 128  # MLP width
     layers: int = 3  # MLP hidden layers
     g_norm: str = "batch"  # batch | none
     d_norm: str = "batch"  # batch | none (forced to none under spectral_norm)
     spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
+    attention: Optional[int] = None  # resnet: self-attention at this resolution (SAGAN/BigGAN); None: none
+    hierarchical: bool = False  # resnet, labelled: BigGAN's hierarchical latents (z split across the G blocks)
+    mapping_layers: int = 8  # stylegan2: depth of the mapping network
+    style_mixing: float = 0.9  # stylegan2: probability of mixing two latents' styles in a training batch
+    mbstd_group: int = 4  # stylegan2: minibatch standard-deviation group (divides each worker's batch)
+    fp16_res: int = 4  # stylegan2: highest resolutions computed in train.precision (the rest in fp32)
+    conv_clamp: Optional[float] = 256.0  # stylegan2: activations clamped to +-this in those blocks; None: off
 
 
 @dataclass
 class LossConfig:
-    name: str = "nonsaturating"  # minimax | nonsaturating | lsgan | wgan-gp | hinge
+    name: str = "nonsaturating"  # minimax | nonsaturating | lsgan | wgan-gp | hinge | rpgan
     gp_weight: Optional[float] = None  # gradient penalty; None: 10 for wgan-gp, else 0
     r1_gamma: float = 0.0  # R1 penalty on real data (Mescheder et al. 2018); 0 disables
+    r2_gamma: float = 0.0  # R2: the same zero-centred penalty on fakes (R3GAN); 0 disables
     n_critic: Optional[int] = None  # D steps per G step; None: 5 for wgan-gp, else 1
+    d_reg_every: Optional[int] = None  # R1/R2 every N steps, lazily (Adam rescaled); None: the model's (stylegan2 16, else 1)
+    g_reg_every: Optional[int] = None  # path length every N steps; None: the model's (stylegan2 4)
+    pl_weight: Optional[float] = None  # path-length regularisation; None: the model's (stylegan2 2, else 0)
 
 
 @dataclass
@@ -70,6 +81,8 @@ class TrainConfig:
     seed: int = 0
     ema_decay: float = 0.999  # generator EMA; 0 disables
     augment: Optional[str] = None  # DiffAugment policy, e.g. "color,translation,cutout"; empty: off
+    augment_p: Union[float, str] = 1.0  # chance each op is applied to an image; "adaptive": StyleGAN2-ADA's heuristic
+    augment_target: float = 0.6  # adaptive: the E[sign(D(real))] that p steers towards
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; bf16/fp16 need a GPU)
     log_every: int = 50
     sample_every: int = 500

@@ -79,7 +79,28 @@ class DiffAugment:
     def __bool__(self) -> bool:
         return bool(self.ops)
 
-    def __call__(self, x: Tensor, g: Optional[torch.Generator] = None, rows: Rows = None) -> Tensor:
+    def __call__(self, x: Tensor, g: Optional[torch.Generator] = None, rows: Rows = None, p: Optional[float] = None) -> Tensor:
+        """Every op on every image; with `p`, each op on each image with probability p (ADA's way)."""
         for op in self.ops:
-            x = op(x, g, rows)
+            if p is None:
+                x = op(x, g, rows)
+            else:
+                out = op(x, g, rows)
+                x = torch.where(_rand(x, g, rows, 1, 1, 1) < p, out, x)
         return x
+
+
+class AdaptiveP:
+    """StyleGAN2-ADA's overfitting heuristic (Karras et al. 2020b, section 3): every `interval`
+    steps, r = E[sign(D(augmented real))] over those steps; p moves by batch*interval/(kimg*1000)
+    towards more augmentation while r > target, less while below. Sums are over the global batch."""
+
+    interval, kimg = 4, 500
+
+    def __init__(self, target: float, batch_size: int):
+        self.target, self.batch_size = target, batch_size
+
+    def update(self, p: float, sign_sum: float, count: float) -> float:
+        r = sign_sum / max(count, 1.0)
+        step = self.batch_size * self.interval / (self.kimg * 1000)
+        return max(p + (step if r > self.target else -step if r < self.target else 0.0), 0.0)

@@ -71,6 +71,7 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
     G, D = G or state.G, D or state.D
     device = next(state.G.parameters()).device
     stepper = GANStep(cfg, device, unwrap(G).num_classes, cfg.model.nz)
+    stepper.prepare(G, D)
     t = cfg.train
     fixed = stepper.fixed_latents(t.num_sample_images) if rank == 0 else None
     images_per_step = t.batch_size * stepper.n_critic
@@ -92,8 +93,8 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
             metrics = mean_across_workers(values, device)
             report_due = metrics.pop("_report_due") > 0
             metrics["throughput/imgs_per_s"] = images_per_step * window_steps / (time.perf_counter() - window_start)
-            metrics["lr/g"] = state.opt_g.param_groups[0]["lr"]
-            metrics["lr/d"] = state.opt_d.param_groups[0]["lr"]
+            metrics["lr/g"] = state.opt_g.param_groups[0]["lr"] / state.lr_scale[0]  # the configured rates
+            metrics["lr/d"] = state.opt_d.param_groups[0]["lr"] / state.lr_scale[1]
             metrics["step"] = step
             if eval_now:
                 scores, best = hooks.evaluate(step)

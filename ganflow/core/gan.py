@@ -1,8 +1,13 @@
-"""The GAN step in pure torch: n_critic D phases, one G phase, generator EMA.
+"""The GAN step in pure torch: n_critic D phases, one G phase, the lazy regularisation phases,
+generator EMA.
 
 No Ray here. `G` and `D` may be DDP-wrapped; each phase is one clean forward-backward of the model
 it updates. The other model is called unwrapped (and frozen, for D in the G phase), so DDP never
 sees a forward whose gradients it will not reduce.
+
+Regularisers every step (`loss.d_reg_every` = 1) join the main D loss, as in R3GAN; lazily (every
+N > 1 steps) they are a phase of their own with its own optimizer step, scaled by N, as in
+StyleGAN2 (the optimizers' rates are rescaled for it in `TrainingState.create`).
 """
 
 from __future__ import annotations
@@ -11,15 +16,18 @@ import contextlib
 from typing import Dict, Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ganflow.config import JobConfig
-from ganflow.core.augment import DiffAugment
-from ganflow.core.losses import AdversarialLoss, build_loss, gradient_penalty, r1_penalty
-from ganflow.core.rng import STREAM_AUGMENT, STREAM_FIXED, STREAM_GP, STREAM_LATENT, generator_for, sample_latents
+from ganflow.core.augment import AdaptiveP, DiffAugment
+from ganflow.core.losses import AdversarialLoss, build_loss, gradient_penalty, path_lengths, r1_penalty, r2_penalty
+from ganflow.core.rng import (STREAM_AUGMENT, STREAM_FIXED, STREAM_GP, STREAM_LATENT, STREAM_MODEL,
+                              STREAM_PL, RowRandom, generator_for, sample_latents)
 from ganflow.core.state import TrainingState, unwrap
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PL_DECAY, PL_BATCH_SHRINK = 0.01, 2  # StyleGAN2's path-length EMA and its half-size batch
 
 
 @torch.no_grad()
@@ -47,89 +55,169 @@ def _optimizer_step(scaler: torch.amp.GradScaler, opt: torch.optim.Optimizer, mo
     return norm
 
 
+def global_sums(*values: Tensor) -> list:
+    """Sums over every worker (all-reduce when torch.distributed runs), as Python floats."""
+    t = torch.stack([v.detach().double() for v in values])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
 class GANStep:
-    """One training step = `n_critic` D phases + one G phase + EMA; pure torch."""
+    """One training step = `n_critic` D phases + one G phase (+ lazy regularisation) + EMA; pure torch."""
 
     def __init__(self, cfg: JobConfig, device: torch.device, num_classes: int, nz: int):
-        self.loss: AdversarialLoss = build_loss(cfg.loss.name)
-        self.gp_weight, self.r1_gamma = cfg.loss.gp_weight, cfg.loss.r1_gamma
-        self.n_critic = cfg.loss.n_critic
-        self.augment = DiffAugment(cfg.train.augment)
-        self.autocast_dtype = AUTOCAST_DTYPES[cfg.train.precision]
-        self.ema_decay = cfg.train.ema_decay
-        self.seed, self.device, self.num_classes, self.nz = cfg.train.seed, device, num_classes, nz
-        self.global_batch = cfg.train.batch_size
+        lo, t = cfg.loss, cfg.train
+        self.loss: AdversarialLoss = build_loss(lo.name)
+        self.gp_weight, self.r1_gamma, self.r2_gamma = lo.gp_weight, lo.r1_gamma, lo.r2_gamma
+        self.d_reg_every, self.g_reg_every = lo.d_reg_every or 1, lo.g_reg_every or 1
+        self.pl_weight = lo.pl_weight or 0.0
+        self.n_critic = lo.n_critic
+        self.augment = DiffAugment(t.augment)
+        self.adaptive = AdaptiveP(t.augment_target, t.batch_size) if t.augment_p == "adaptive" else None
+        self.fixed_p = None if self.adaptive or t.augment_p == 1.0 else float(t.augment_p)
+        self.autocast_dtype = AUTOCAST_DTYPES[t.precision]
+        self.ema_decay = t.ema_decay
+        self.seed, self.device, self.num_classes, self.nz = t.seed, device, num_classes, nz
+        self.global_batch = t.batch_size
+        self.model_precision = False  # models that place their own low precision (StyleGAN2) are not autocast
+
+    def prepare(self, G: nn.Module, D: nn.Module) -> None:
+        """Hand train.precision to models that cast their own blocks (StyleGAN2's highest resolutions)."""
+        for model in (unwrap(G), unwrap(D)):
+            if hasattr(model, "set_precision"):
+                model.set_precision(self.autocast_dtype)
+                self.model_precision = True
 
     def _autocast(self):
-        if self.autocast_dtype is None:
+        if self.autocast_dtype is None or self.model_precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _latents(self, stream: int, index: int, rank: int, world: int) -> tuple:
+    def _latents(self, stream: int, index: int, rank: int, world: int, total: Optional[int] = None) -> tuple:
         """This rank's slice of the global batch's latents: 1 worker x B == 2 workers x B/2."""
-        z, y = sample_latents(self.global_batch, self.nz, self.num_classes, generator_for(self.device, self.seed, stream, index), self.device)
-        sl = self._rank_slice(rank, world)
+        total = total or self.global_batch
+        z, y = sample_latents(total, self.nz, self.num_classes, generator_for(self.device, self.seed, stream, index), self.device)
+        sl = self._rank_slice(rank, world, total)
         return z[sl], (y[sl] if y is not None else None)
 
-    def _rank_slice(self, rank: int, world: int) -> slice:
-        n = self.global_batch // world
+    def _rank_slice(self, rank: int, world: int, total: Optional[int] = None) -> slice:
+        n = (total or self.global_batch) // world
         return slice(rank * n, (rank + 1) * n)
 
     def _rank_rows(self, rank: int, world: int) -> tuple:
         """The rank slice as DiffAugment takes it: (first row, global batch size)."""
         return self._rank_slice(rank, world).start, self.global_batch
 
+    def _model_inputs(self, G: nn.Module, index: int, part: int, rank: int, world: int, total: Optional[int] = None) -> dict:
+        """Keyword inputs of generators that draw randomness of their own (noise, style mixing)."""
+        if not getattr(unwrap(G), "random_inputs", False):
+            return {}
+        total = total or self.global_batch
+        g = generator_for(self.device, self.seed, STREAM_MODEL, index, part)
+        return {"rand": RowRandom(g, self._rank_slice(rank, world, total), total)}
+
+    def _augment(self, st: TrainingState, x: Tensor, g: Optional[torch.Generator], rank: int, world: int) -> Tensor:
+        if not self.augment:
+            return x
+        p = st.gan.get("augment_p", 0.0) if self.adaptive else self.fixed_p
+        return self.augment(x, g, self._rank_rows(rank, world), p)
+
     def generate(self, G: nn.Module, index: int, rank: int, world: int, keep_graph: bool) -> tuple:
         """Fakes for global batch `index`. `keep_graph`: through the (DDP) G with autograd on, so
         the G phase can backpropagate through the very fakes D just saw (one G forward a step)."""
         z, y = self._latents(STREAM_LATENT, index, rank, world)
+        kwargs = self._model_inputs(G, index, 0, rank, world)
         if keep_graph:
             with self._autocast():
-                return G(z, y), y
+                return G(z, y, **kwargs), y
         with torch.no_grad(), self._autocast():
-            return unwrap(G)(z, y), y
+            return unwrap(G)(z, y, **kwargs), y
+
+    def _penalties(self, D: nn.Module, real_in: Tensor, real_y, fake_in: Tensor, fake_y, index: int, rank: int,
+                   world: int, out: Dict[str, Tensor], gp: float = 0.0, r1: float = 0.0, r2: float = 0.0) -> Tensor:
+        """WGAN-GP, R1 and R2 with these weights (each only when > 0; R1/R2 as gamma/2 x the lazy
+        interval), in fp32: their double backward is where low precision hurts most."""
+        total = torch.zeros((), device=real_in.device)
+        if gp > 0:
+            eps = torch.rand(self.global_batch, generator=generator_for(self.device, self.seed, STREAM_GP, index), device=self.device)
+            eps = eps[self._rank_slice(rank, world)]
+            value = gradient_penalty(D, real_in.float(), fake_in.float(), real_y, eps)  # x_hat takes the real labels
+            total = total + gp * value
+            out["penalty/gp"] = value.detach()
+        if r1 > 0:
+            value = r1_penalty(D, real_in.float(), real_y)
+            total = total + r1 * value
+            out["penalty/r1"] = value.detach()
+        if r2 > 0:
+            value = r2_penalty(D, fake_in.float(), fake_y)
+            total = total + r2 * value
+            out["penalty/r2"] = value.detach()
+        return total
 
     def d_phase(self, st: TrainingState, D: nn.Module, real: Tensor, real_y: Optional[Tensor], fake: Tensor,
                 fake_y: Optional[Tensor], index: int, rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
         aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 0) if self.augment else None
-        rows = self._rank_rows(rank, world)
         fake = fake.detach()
         st.opt_d.zero_grad(set_to_none=True)
         with self._autocast():
-            real_in = self.augment(real, aug_g, rows) if self.augment else real
-            fake_in = self.augment(fake, aug_g, rows) if self.augment else fake
+            real_in = self._augment(st, real, aug_g, rank, world)
+            fake_in = self._augment(st, fake, aug_g, rank, world)
             real_logits = D(real_in, real_y)
             fake_logits = D(fake_in, fake_y)
             loss = self.loss.d(real_logits.float(), fake_logits.float())
-        total = loss
         out = {"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(), "d/fake_logit": fake_logits.detach().float().mean()}
-        # Penalties run in fp32: their double backward is where low precision hurts most.
-        if self.gp_weight > 0:
-            eps = torch.rand(self.global_batch, generator=generator_for(self.device, self.seed, STREAM_GP, index), device=self.device)
-            eps = eps[self._rank_slice(rank, world)]
-            gp = gradient_penalty(D, real_in.float(), fake_in.float(), real_y, eps)  # x_hat takes the real labels
-            total = total + self.gp_weight * gp
-            out["penalty/gp"] = gp.detach()
-        if self.r1_gamma > 0:
-            r1 = r1_penalty(D, real_in.float(), real_y)
-            total = total + 0.5 * self.r1_gamma * r1
-            out["penalty/r1"] = r1.detach()
+        every_step = self.d_reg_every == 1  # else R1/R2 wait for d_reg_phase; WGAN-GP is never lazy
+        total = loss + self._penalties(D, real_in, real_y, fake_in, fake_y, index, rank, world, out, gp=self.gp_weight,
+                                       r1=0.5 * self.r1_gamma * every_step, r2=0.5 * self.r2_gamma * every_step)
         st.scaler_d.scale(total).backward()
         norm = _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), want_norms)
         if norm is not None:
             out["grad_norm/d"] = norm
+        if self.adaptive:
+            self._adapt(st, real_logits.detach().float())
+        return out
+
+    def _adapt(self, st: TrainingState, real_logits: Tensor) -> None:
+        """Accumulate sign(D(real)) over the global batch; move p every `AdaptiveP.interval` D steps."""
+        signs, count = global_sums(real_logits.sign().sum(), torch.tensor(float(real_logits.numel())))
+        st.gan["ada_sum"] = st.gan.get("ada_sum", 0.0) + signs
+        st.gan["ada_count"] = st.gan.get("ada_count", 0.0) + count
+        if st.gan["ada_count"] >= self.adaptive.interval * self.global_batch:
+            st.gan["augment_p"] = self.adaptive.update(st.gan.get("augment_p", 0.0), st.gan["ada_sum"], st.gan["ada_count"])
+            st.gan["ada_sum"], st.gan["ada_count"] = 0.0, 0.0
+
+    def d_reg_phase(self, st: TrainingState, D: nn.Module, real: Tensor, real_y, fake: Tensor, fake_y, index: int,
+                    rank: int, world: int) -> Dict[str, Tensor]:
+        """Lazy R1/R2 (StyleGAN2's Dreg): their own forward, backward and optimizer step, x the interval."""
+        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 2) if self.augment else None
+        st.opt_d.zero_grad(set_to_none=True)
+        out: Dict[str, Tensor] = {}
+        real_in = self._augment(st, real, aug_g, rank, world)
+        fake_in = self._augment(st, fake.detach(), aug_g, rank, world)
+        n = self.d_reg_every
+        total = self._penalties(D, real_in, real_y, fake_in, fake_y, index, rank, world, out,
+                                r1=0.5 * self.r1_gamma * n, r2=0.5 * self.r2_gamma * n)
+        st.scaler_d.scale(total).backward()
+        _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), False)
         return out
 
     def g_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, fake: Tensor, y: Optional[Tensor], index: int,
-                rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
-        """`fake` must still carry G's graph (see `generate`); D is called unwrapped and frozen."""
+                rank: int = 0, world: int = 1, want_norms: bool = False, real: Optional[Tensor] = None,
+                real_y: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """`fake` must still carry G's graph (see `generate`); D is called unwrapped and frozen.
+        A relativistic loss also scores this step's `real` batch."""
         aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 1) if self.augment else None
         D_frozen = unwrap(D).requires_grad_(False)
         st.opt_g.zero_grad(set_to_none=True)
         try:
             with self._autocast():
-                logits = D_frozen(self.augment(fake, aug_g, self._rank_rows(rank, world)) if self.augment else fake, y)
-                loss = self.loss.g(logits.float())
+                logits = D_frozen(self._augment(st, fake, aug_g, rank, world), y)
+                real_logits = None
+                if self.loss.relativistic:
+                    with torch.no_grad():
+                        real_logits = D_frozen(self._augment(st, real, aug_g, rank, world), real_y).float()
+                loss = self.loss.g(logits.float(), real_logits)
             st.scaler_g.scale(loss).backward()
         finally:
             D_frozen.requires_grad_(True)
@@ -139,17 +227,46 @@ class GANStep:
             out["grad_norm/g"] = norm
         return out
 
+    def g_reg_phase(self, st: TrainingState, G: nn.Module, index: int, rank: int, world: int) -> Dict[str, Tensor]:
+        """StyleGAN2's path-length regulariser (Greg) on half a batch, x the interval. Its running
+        mean follows the global batch's mean length (detached: the reference lets the 1% EMA share
+        of the gradient through, which would tie the workers' graphs together)."""
+        total = self.global_batch // PL_BATCH_SHRINK
+        z, y = self._latents(STREAM_PL, index, rank, world, total)
+        noise = RowRandom(generator_for(self.device, self.seed, STREAM_PL, index, 1), self._rank_slice(rank, world, total), total)
+        st.opt_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            images, ws = G(z, y, return_ws=True, **self._model_inputs(G, index, 1, rank, world, total))
+        lengths = path_lengths(images.float(), ws, noise.normal(*images.shape[1:], device=images.device))
+        length_sum, count = global_sums(lengths.sum(), torch.tensor(float(lengths.numel())))
+        mean = st.gan.get("pl_mean", 0.0)
+        mean = mean + PL_DECAY * (length_sum / count - mean)
+        st.gan["pl_mean"] = mean
+        penalty = (lengths - mean).square().mean()
+        # images[:, 0, 0, 0] * 0 keeps every parameter in the graph (toRGB biases get no path-length gradient), as DDP needs
+        loss = (images[:, 0, 0, 0] * 0).sum() + penalty * self.pl_weight * self.g_reg_every
+        st.scaler_g.scale(loss).backward()
+        _optimizer_step(st.scaler_g, st.opt_g, unwrap(G), False)
+        return {"penalty/pl": penalty.detach(), "penalty/pl_mean": torch.tensor(mean)}
+
     def step(self, st: TrainingState, G: nn.Module, D: nn.Module, batches, rank: int = 0, world: int = 1,
              want_norms: bool = False) -> Dict[str, Tensor]:
         """`batches`: callable batch_index -> (real, labels) for this rank. Advances `st.step` by one."""
         out: Dict[str, Tensor] = {}
+        d_reg_now = self.d_reg_every > 1 and st.step % self.d_reg_every == 0 and (self.r1_gamma > 0 or self.r2_gamma > 0)
         for k in range(self.n_critic):
             index = st.step * self.n_critic + k
             last = k == self.n_critic - 1
             real, real_y = batches(index)
             fake, fake_y = self.generate(G, index, rank, world, keep_graph=last)
             out = self.d_phase(st, D, real, real_y, fake, fake_y, index, rank, world, want_norms and last)
-        out.update(self.g_phase(st, G, D, fake, fake_y, index, rank, world, want_norms))
+            if d_reg_now and last:
+                out.update(self.d_reg_phase(st, D, real, real_y, fake, fake_y, index, rank, world))
+        out.update(self.g_phase(st, G, D, fake, fake_y, index, rank, world, want_norms, real, real_y))
+        if self.pl_weight > 0 and st.step % self.g_reg_every == 0:
+            out.update(self.g_reg_phase(st, G, index, rank, world))
+        if self.adaptive:
+            out["augment/p"] = torch.tensor(st.gan.get("augment_p", 0.0))
         if st.G_ema is not None:
             ema_update(st.G_ema, unwrap(G), self.ema_decay, st.step)
         st.step += 1

@@ -6,6 +6,7 @@ Each loss returns a scalar mean over the batch. `d` is what the discriminator mi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
@@ -15,10 +16,12 @@ from torch import Tensor, nn
 
 
 class AdversarialLoss:
+    relativistic = False  # g() needs D's logits on real data too (the G phase then runs D on reals)
+
     def d(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def g(self, fake_logits: Tensor) -> Tensor:
+    def g(self, fake_logits: Tensor, real_logits: Optional[Tensor] = None) -> Tensor:
         raise NotImplementedError
 
 
@@ -29,14 +32,14 @@ class Minimax(AdversarialLoss):
         # -log sigmoid(r) = softplus(-r); -log(1 - sigmoid(f)) = softplus(f)
         return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
-    def g(self, fake_logits):
+    def g(self, fake_logits, real_logits=None):
         return -F.softplus(fake_logits).mean()  # log(1 - sigmoid(f)) = -softplus(f)
 
 
 class NonSaturating(Minimax):
     """G maximises log D(G(z)) instead, for strong gradients early on (same paper, section 3)."""
 
-    def g(self, fake_logits):
+    def g(self, fake_logits, real_logits=None):
         return F.softplus(-fake_logits).mean()
 
 
@@ -46,7 +49,7 @@ class LeastSquares(AdversarialLoss):
     def d(self, real_logits, fake_logits):
         return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits**2).mean()
 
-    def g(self, fake_logits):
+    def g(self, fake_logits, real_logits=None):
         return 0.5 * ((fake_logits - 1) ** 2).mean()
 
 
@@ -56,7 +59,7 @@ class Wasserstein(AdversarialLoss):
     def d(self, real_logits, fake_logits):
         return fake_logits.mean() - real_logits.mean()
 
-    def g(self, fake_logits):
+    def g(self, fake_logits, real_logits=None):
         return -fake_logits.mean()
 
 
@@ -66,8 +69,21 @@ class Hinge(AdversarialLoss):
     def d(self, real_logits, fake_logits):
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 
-    def g(self, fake_logits):
+    def g(self, fake_logits, real_logits=None):
         return -fake_logits.mean()
+
+
+class RelativisticPairing(AdversarialLoss):
+    """RpGAN (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024): each real is paired with a fake
+    and D judges the difference, softplus(-(D(x_r) - D(x_f))); G the reverse pairing."""
+
+    relativistic = True
+
+    def d(self, real_logits, fake_logits):
+        return F.softplus(-(real_logits - fake_logits)).mean()
+
+    def g(self, fake_logits, real_logits=None):
+        return F.softplus(-(fake_logits - real_logits)).mean()
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ LOSSES: Dict[str, LossSpec] = {
     "lsgan": LossSpec(LeastSquares),
     "wgan-gp": LossSpec(Wasserstein, gp_weight=10.0, n_critic=5, needs_gp=True),
     "hinge": LossSpec(Hinge),
+    "rpgan": LossSpec(RelativisticPairing),
 }
 
 
@@ -111,5 +128,23 @@ def gradient_penalty(D: nn.Module, real: Tensor, fake: Tensor, y: Optional[Tenso
 
 
 def r1_penalty(D: nn.Module, real: Tensor, y: Optional[Tensor]) -> Tensor:
-    """R1: E[||grad D(x_real)||^2] (multiply by gamma / 2)."""
+    """R1: E[||grad D(x_real)||^2] (multiply by gamma / 2); R2 is the same on fakes (R3GAN)."""
     return _input_grad_sq_norm(D, real, y).mean()
+
+
+r2_penalty = r1_penalty
+
+
+def path_lengths(images: Tensor, ws: Tensor, noise: Tensor) -> Tensor:
+    """Per-sample ||J_w^T y|| for StyleGAN2's path-length regulariser (Karras et al. 2020, eq. 4):
+    y = `noise` / sqrt(H*W) random images, J the Jacobian of the images in the styles `ws`
+    (B, num_ws, w_dim); the length is averaged over the style inputs, as in the reference."""
+    h, w = images.shape[-2:]
+    (grad,) = torch.autograd.grad((images * noise / math.sqrt(h * w)).sum(), ws, create_graph=True)
+    return grad.square().sum(2).mean(1).sqrt()
+
+
+def lazy_ratio(every: int) -> float:
+    """Regularising every `every` steps, Adam's lr and betas are rescaled by c = every/(every+1)
+    (lr*c, beta**c) so the main loss's effective schedule is unchanged (StyleGAN2 appendix B)."""
+    return every / (every + 1) if every > 1 else 1.0

@@ -9,6 +9,7 @@ import torch
 
 # Streams of one run (the data sets and the CLI verbs use their own constants beside these).
 STREAM_LATENT, STREAM_AUGMENT, STREAM_GP, STREAM_FIXED = 1, 3, 4, 5
+STREAM_MODEL, STREAM_PL = 6, 7  # a generator's own draws (noise, style mixing); path length
 STREAM_BATCHES = 0x0DA7A
 STREAM_XFLIP = 0xF11B
 
@@ -27,3 +28,24 @@ def sample_latents(n: int, nz: int, num_classes: int, g: torch.Generator, device
     z = torch.randn(n, nz, generator=g, device=device)
     y = torch.randint(num_classes, (n,), generator=g, device=device) if num_classes else None
     return z, y
+
+
+class RowRandom:
+    """Draws for the global batch, sliced to this worker's `rows`: what a generator with random
+    inputs of its own (StyleGAN2's noise and style mixing) is handed, so that its draws too are a
+    function of (seed, stream, index) and the same for any number of workers."""
+
+    def __init__(self, g: torch.Generator, rows: slice, total: int):
+        self.g, self.rows, self.total = g, rows, total
+
+    def normal(self, *shape: int, device=None, dtype=torch.float32) -> torch.Tensor:
+        """(this worker's rows, *shape) standard normal."""
+        return torch.randn(self.total, *shape, generator=self.g, device=device or self.g.device, dtype=dtype)[self.rows]
+
+    def uniform(self) -> float:
+        """One number for the whole batch."""
+        return float(torch.rand((), generator=self.g, device=self.g.device))
+
+    def randint(self, low: int, high: int) -> int:
+        """One integer in [low, high) for the whole batch."""
+        return int(torch.randint(low, high, (), generator=self.g, device=self.g.device))

@@ -4,6 +4,7 @@ the data (`DataMeta`), so a generator can be rebuilt from the checkpoint alone."
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -12,6 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ganflow.config import JobConfig, OptimizerConfig
+from ganflow.core.losses import lazy_ratio
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,19 @@ OPTIMIZERS = {
 }
 
 
-def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimizerConfig, params, scale: float = 1.0) -> torch.optim.Optimizer:
+    """`scale` < 1: lazy regularisation's rescaling, lr * c and betas ** c (see `lazy_scales`)."""
+    if scale != 1.0:
+        cfg = dataclasses.replace(cfg, lr=cfg.lr * scale, betas=[b**scale for b in cfg.betas])
     return OPTIMIZERS[cfg.name](params, cfg)
+
+
+def lazy_scales(cfg: JobConfig) -> Tuple[float, float]:
+    """(G's, D's) optimizer rescaling for the regularisers that run lazily, every N > 1 steps."""
+    lo = cfg.loss
+    d_lazy = (lo.r1_gamma > 0 or lo.r2_gamma > 0) and (lo.d_reg_every or 1) > 1
+    g_lazy = bool(lo.pl_weight) and (lo.g_reg_every or 1) > 1
+    return (lazy_ratio(lo.g_reg_every) if g_lazy else 1.0, lazy_ratio(lo.d_reg_every) if d_lazy else 1.0)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -66,21 +79,24 @@ class TrainingState:
     scaler_g: torch.amp.GradScaler
     scaler_d: torch.amp.GradScaler
     step: int = 0
-    extra: Dict = field(default_factory=dict)
+    lr_scale: Tuple[float, float] = (1.0, 1.0)  # lazy regularisation's (G, D) rescaling of the configured rates
+    gan: Dict[str, float] = field(default_factory=dict)  # the GAN step's running values (augment p, path-length mean)
 
     @classmethod
     def create(cls, cfg: JobConfig, G: nn.Module, D: nn.Module, device: torch.device) -> "TrainingState":
         G, D = G.to(device), D.to(device)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.train.ema_decay > 0 else None
         fp16 = cfg.train.precision == "fp16"
+        scale_g, scale_d = lazy_scales(cfg)
         return cls(
             G=G,
             D=D,
             G_ema=G_ema,
-            opt_g=build_optimizer(cfg.optim.g, G.parameters()),
-            opt_d=build_optimizer(cfg.optim.d, D.parameters()),
+            opt_g=build_optimizer(cfg.optim.g, G.parameters(), scale_g),
+            opt_d=build_optimizer(cfg.optim.d, D.parameters(), scale_d),
             scaler_g=torch.amp.GradScaler(device.type, enabled=fp16),
             scaler_d=torch.amp.GradScaler(device.type, enabled=fp16),
+            lr_scale=(scale_g, scale_d),
         )
 
     @property
@@ -99,6 +115,7 @@ class TrainingState:
             "scaler_d": self.scaler_d.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "step": self.step,
+            "gan": dict(self.gan),
         }
 
     def load_state_dict(self, sd: Dict) -> None:
@@ -114,10 +131,11 @@ class TrainingState:
             self.scaler_d.load_state_dict(sd["scaler_d"])
         torch.set_rng_state(sd["rng"]["torch"])
         self.step = int(sd["step"])
+        self.gan = dict(sd.get("gan") or {})
 
     def set_lr(self, lr_g: float, lr_d: float) -> None:
         """Re-apply the configured learning rates; an optimizer state load would otherwise restore old ones."""
         for group in self.opt_g.param_groups:
-            group["lr"] = lr_g
+            group["lr"] = lr_g * self.lr_scale[0]
         for group in self.opt_d.param_groups:
-            group["lr"] = lr_d
+            group["lr"] = lr_d * self.lr_scale[1]

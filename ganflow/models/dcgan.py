@@ -102,7 +102,7 @@ def build_dcgan(cfg: ModelConfig, shape: tuple, num_classes: int):
     return G, D
 
 
-@register("cdcgan", data_kind="images", conditional=True)
+@register("cdcgan", data_kind="images", labels="required")
 def build_cdcgan(cfg: ModelConfig, shape: tuple, num_classes: int):
     if num_classes < 2:
         raise ValueError("cdcgan needs a labelled data set with at least two classes")
