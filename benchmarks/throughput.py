@@ -4,6 +4,14 @@ PyTorch DCGAN loop on the same model, data and batch size, measured in one proce
     python benchmarks/throughput.py [--steps 300] [--batch 64] [--gpu] [--tracking]
 
 `--gpu` runs both on one GPU (ganflow with `scaling.use_gpu=true`, 1 worker) and adds a bf16 row.
+`--model NAME` compares that model's shipped digits job (`jobs/NAME_digits.yaml`, or `--job FILE`)
+with the same model and recipe (loss, D steps, penalties with their lazy intervals, path length,
+EMA) in a hand-written loop; no augmentation in either. `--synthetic N` trains both on N random
+images at the job's resolution (labelled when `--classes K`) instead of its data set, e.g. on a GPU:
+
+    python benchmarks/throughput.py --model stylegan2 --job jobs/stylegan2_images_256.yaml --synthetic 512 --gpu --steps 200
+    python benchmarks/throughput.py --model resnet --synthetic 50000 --classes 10 --channels 3 --gpu --set model.ngf=64 model.ndf=64
+
 `--tracking` measures what W&B costs instead: 1 Ray worker with tracking disabled vs offline
 (scalars every 50 steps, a sample grid every 50, a checkpoint artifact every 100), also as
 whole-run wall time. Rows without `--tracking` run with tracking disabled.
@@ -15,6 +23,9 @@ tensor. ganflow's figure is `throughput/imgs_per_s` from metrics.jsonl, windows 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -25,9 +36,10 @@ import torch.nn.functional as F
 
 from ganflow import config
 from ganflow.core.fit import Hooks, fit
-from ganflow.data import build_dataset
+from ganflow.core.losses import lazy_ratio, path_lengths
+from ganflow.core.rng import RowRandom
+from ganflow.data import Dataset, build_dataset
 from ganflow.job import batches_for, build_training, load_job
-from ganflow.ray import cluster, driver
 from ganflow.models import build_models
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
@@ -76,10 +88,11 @@ class _Windows(Hooks):
     """Keeps each log window's images/s, as the Ray worker writes them to metrics.jsonl."""
 
     def __init__(self):
-        self.windows = []
+        self.windows, self.last = [], {}
 
     def log(self, step, metrics):
         self.windows.append(metrics["throughput/imgs_per_s"])
+        self.last = metrics
 
 
 def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: str) -> float:
@@ -100,11 +113,150 @@ def ganflow_run(cfg: config.JobConfig) -> float:
 
 def ganflow_timed_run(cfg: config.JobConfig) -> tuple:
     """(median images/s over the windows after the first, wall seconds of the whole run)."""
+    from ganflow.ray import driver
     started = time.perf_counter()
     run = driver.run(cfg)
     wall = time.perf_counter() - started
     windows = [r["throughput/imgs_per_s"] for r in run.read_metrics()][1:]
     return statistics.median(windows), wall
+
+
+def hand_loss(name: str):
+    """(d, g) as a user writes them for the losses the shipped model jobs use."""
+    if name == "hinge":
+        return (lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean()), (lambda f, r: -f.mean())
+    if name == "rpgan":
+        return (lambda r, f: F.softplus(f - r).mean()), (lambda f, r: F.softplus(r - f).mean())
+    return (lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean()), (lambda f, r: F.softplus(-f).mean())
+
+
+def plain_model_loop(cfg: config.JobConfig, dataset: Dataset, steps: int, device: str) -> tuple:
+    """(images/s, peak GPU MiB or None) of the job's model and recipe in a hand-written loop."""
+    torch.manual_seed(0)
+    x = dataset.x.to(device)
+    labels = dataset.y.to(device) if dataset.y is not None else None
+    classes = dataset.num_classes
+    G, D = build_models(cfg.model, tuple(x.shape[1:]), classes)
+    G, D = G.to(device), D.to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    lo, b = cfg.loss, cfg.train.batch_size
+    lazy_d = lo.d_reg_every > 1 and (lo.r1_gamma or lo.r2_gamma)
+    c_d = lazy_ratio(lo.d_reg_every) if lazy_d else 1.0
+    c_g = lazy_ratio(lo.g_reg_every) if lo.pl_weight and lo.g_reg_every > 1 else 1.0
+    og, od = cfg.optim.g, cfg.optim.d
+    opt_g = torch.optim.Adam(G.parameters(), lr=og.lr * c_g, betas=tuple(v**c_g for v in og.betas))
+    opt_d = torch.optim.Adam(D.parameters(), lr=od.lr * c_d, betas=tuple(v**c_d for v in od.betas))
+    d_loss, g_loss = hand_loss(lo.name)
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
+    own = hasattr(G, "set_precision")
+    if own:
+        G.set_precision(low)
+        D.set_precision(low)
+    scaler = torch.amp.GradScaler(enabled=cfg.train.precision == "fp16")
+    auto = (lambda: torch.autocast(device, dtype=low)) if low is not None and not own else contextlib.nullcontext
+    gen = torch.Generator(device=device).manual_seed(1)
+    rand = (lambda n: {"rand": RowRandom(gen, slice(0, n), n)}) if getattr(G, "random_inputs", False) else (lambda n: {})
+    it = [0]
+    pl_mean = [0.0]
+
+    def r1(inp, cond):
+        inp = inp.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(inp, cond).sum(), inp, create_graph=True)
+        return grad.square().flatten(1).sum(1).mean()
+
+    def step():
+        for _ in range(lo.n_critic):
+            idx = torch.randint(len(x), (b,), device=device)
+            real, ry = x[idx], (labels[idx] if labels is not None else None)
+            fy = torch.randint(classes, (b,), device=device) if classes else None
+            with auto():
+                fake = G(torch.randn(b, cfg.model.nz, device=device), fy, **rand(b))
+                loss = d_loss(D(real, ry).float(), D(fake.detach(), fy).float())
+            if not lazy_d:
+                loss = loss + (0.5 * lo.r1_gamma * r1(real, ry) if lo.r1_gamma else 0) + (0.5 * lo.r2_gamma * r1(fake, fy) if lo.r2_gamma else 0)
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt_d)
+            scaler.update()
+            if lazy_d and it[0] % lo.d_reg_every == 0:
+                opt_d.zero_grad(set_to_none=True)
+                reg = (0.5 * lo.r1_gamma * r1(real, ry) if lo.r1_gamma else 0) + (0.5 * lo.r2_gamma * r1(fake, fy) if lo.r2_gamma else 0)
+                scaler.scale(reg * lo.d_reg_every).backward()
+                scaler.step(opt_d)
+                scaler.update()
+        D.requires_grad_(False)
+        with auto():
+            real_logits = D(real, ry).float().detach() if lo.name == "rpgan" else None
+            loss = g_loss(D(fake, fy).float(), real_logits)
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        D.requires_grad_(True)
+        scaler.step(opt_g)
+        scaler.update()
+        if lo.pl_weight and it[0] % lo.g_reg_every == 0:
+            n = b // 2
+            py = torch.randint(classes, (n,), device=device) if classes else None
+            images, ws = G(torch.randn(n, cfg.model.nz, device=device), py, return_ws=True, **rand(n))
+            lengths = path_lengths(images.float(), ws, torch.randn_like(images.float()))
+            pl_mean[0] += 0.01 * (lengths.mean().item() - pl_mean[0])
+            reg = (images[:, 0, 0, 0] * 0).sum() + (lengths - pl_mean[0]).square().mean() * lo.pl_weight * lo.g_reg_every
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(reg).backward()
+            scaler.step(opt_g)
+            scaler.update()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - cfg.train.ema_decay)
+        it[0] += 1
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rate = images_per_s(step, steps, b * lo.n_critic, device)
+    return rate, (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None)
+
+
+def fit_alone(cfg: config.JobConfig, dataset: Dataset, device: str) -> tuple:
+    """(median images/s after the first log window, peak GPU MiB) of ganflow's fit() on `dataset`."""
+    dev = torch.device(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _, state = build_training(cfg, dev, dataset)
+    hooks = _Windows()
+    fit(cfg, state, batches_for(cfg, dataset, state.G, device=dev), hooks)
+    print("ganflow's last log step:", {k: round(v, 4) for k, v in hooks.last.items() if k.startswith(("loss", "penalty", "step"))})
+    return statistics.median(hooks.windows[1:]), (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None)
+
+
+def synthetic(n: int, channels: int, resolution: int, classes: int) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, channels, resolution, resolution, generator=g) * 2 - 1
+    y = torch.randint(classes, (n,), generator=g) if classes else None
+    return Dataset(x=x, y=y, num_classes=classes, classes=[str(i) for i in range(classes)] if classes else None)
+
+
+def model_rows(args) -> list:
+    device = "cuda" if args.gpu else "cpu"
+    torch.set_num_threads(2 if not args.gpu else 8)
+    job = Path(args.job) if args.job else JOB.parent / f"{args.model}_digits.yaml"
+    over = [f"model.name={args.model}", "train.augment=", "train.augment_p=1.0", f"train.steps={args.steps + 50}",
+            "train.log_every=50", "train.sample_every=1000000", "train.checkpoint_every=1000000",
+            "tracking.wandb.mode=disabled", *args.set]
+    if args.gpu:
+        over += ["scaling.use_gpu=true"]
+    cfg = load_job(job, over)
+    if args.synthetic:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, channels=args.channels or cfg.data.channels))
+        dataset = synthetic(args.synthetic, args.channels or cfg.data.channels or 3, cfg.data.resolution, args.classes)
+    else:
+        dataset = build_dataset(cfg.data)
+    plain, plain_mem = plain_model_loop(cfg, dataset, args.steps, device)
+    alone, alone_mem = fit_alone(cfg, dataset, device)
+    where = "1 GPU" if args.gpu else "2 threads"
+    mem = (lambda m: f" (peak {m:.0f} MiB)" if m else "")
+    rows = [(f"plain PyTorch {args.model} loop, {where}{mem(plain_mem)}", plain, None),
+            (f"ganflow fit() alone, no Ray, {where}{mem(alone_mem)}", alone, plain)]
+    print(f"{args.model} at {cfg.data.resolution} px, batch {cfg.train.batch_size}, {cfg.train.precision}: "
+          f"ganflow {1000 / alone:.2f} s/kimg, plain {1000 / plain:.2f} s/kimg")
+    return rows
 
 
 def main() -> None:
@@ -113,8 +265,20 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--gpu", action="store_true", help="measure on one GPU instead of 2 CPU cores")
     p.add_argument("--tracking", action="store_true", help="W&B offline vs disabled, 1 Ray worker")
+    p.add_argument("--model", help="a model of the zoo: its shipped job against a hand-written loop of it")
+    p.add_argument("--job", help="with --model: this job file instead of jobs/MODEL_digits.yaml")
+    p.add_argument("--synthetic", type=int, default=0, help="with --model: N random images instead of the job's data")
+    p.add_argument("--classes", type=int, default=0, help="with --synthetic: labelled with this many classes")
+    p.add_argument("--channels", type=int, default=0, help="with --synthetic: image channels")
+    p.add_argument("--set", nargs="*", default=[], help="with --model: more job overrides")
     args = p.parse_args()
+    if args.model:
+        for name, value, ref in model_rows(args):
+            print(f"{name:58s}: {value:8.1f} img/s" + (f"  ratio {value / ref:.3f}" if ref else ""))
+        return
     import ray
+
+    from ganflow.ray import cluster  # --model needs no Ray (a GPU machine may not have it)
 
     cluster.start_local_ray(num_cpus=2, num_gpus=1 if args.gpu else 0)
     with tempfile.TemporaryDirectory() as tmp:

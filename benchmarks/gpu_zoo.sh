@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The GPU figures of the model zoo (issue 20), for a lent GPU machine with torch but without omegaconf:
+#   pip download --no-deps -d .whl omegaconf==2.4.0 antlr4-python3-runtime==4.13.2 (where pip works), then
+#   run this from the repo root there; logs go to $OUT or ./gpu_logs.
+OUT=${OUT:-gpu_logs}; mkdir -p $OUT; export PYTHONPATH=$PWD
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1; fi
+set -o pipefail; export PYTHONUNBUFFERED=1
+python3 benchmarks/throughput.py --model stylegan2 --job jobs/stylegan2_images_256.yaml --synthetic 512 --gpu --steps 150 2>&1 | grep -v Warning | tee $OUT/sg2_256.log
+python3 benchmarks/throughput.py --model resnet --synthetic 50000 --classes 10 --channels 3 --gpu --steps 300 --set model.ngf=64 model.ndf=64 2>&1 | tee $OUT/resnet32.log
+python3 benchmarks/throughput.py --model resnet --synthetic 50000 --classes 10 --channels 3 --gpu --steps 300 --set model.ngf=64 model.ndf=64 train.precision=bf16 2>&1 | tee $OUT/resnet32_bf16.log
