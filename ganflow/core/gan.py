@@ -135,7 +135,8 @@ class GANStep:
             return unwrap(G)(z, y, **kwargs), y
 
     def _penalties(self, D: nn.Module, real_in: Tensor, real_y, fake_in: Tensor, fake_y, index: int, rank: int,
-                   world: int, out: Dict[str, Tensor], gp: float = 0.0, r1: float = 0.0, r2: float = 0.0) -> Tensor:
+                   world: int, out: Dict[str, Tensor], gp: float = 0.0, r1: float = 0.0, r2: float = 0.0,
+                   logits: Optional[list] = None) -> Tensor:
         """WGAN-GP, R1 and R2 with these weights (each only when > 0; R1/R2 as gamma/2 x the lazy
         interval), in fp32: their double backward is where low precision hurts most."""
         total = torch.zeros((), device=real_in.device)
@@ -146,11 +147,11 @@ class GANStep:
             total = total + gp * value
             out["penalty/gp"] = value.detach()
         if r1 > 0:
-            value = r1_penalty(D, real_in.float(), real_y)
+            value = r1_penalty(D, real_in.float(), real_y, logits)
             total = total + r1 * value
             out["penalty/r1"] = value.detach()
         if r2 > 0:
-            value = r2_penalty(D, fake_in.float(), fake_y)
+            value = r2_penalty(D, fake_in.float(), fake_y, logits)
             total = total + r2 * value
             out["penalty/r2"] = value.detach()
         return total
@@ -195,9 +196,10 @@ class GANStep:
         out: Dict[str, Tensor] = {}
         real_in = self._augment(st, real, aug_g, rank, world)
         fake_in = self._augment(st, fake.detach(), aug_g, rank, world)
-        n = self.d_reg_every
+        n, logits = self.d_reg_every, []
         total = self._penalties(D, real_in, real_y, fake_in, fake_y, index, rank, world, out,
-                                r1=0.5 * self.r1_gamma * n, r2=0.5 * self.r2_gamma * n)
+                                r1=0.5 * self.r1_gamma * n, r2=0.5 * self.r2_gamma * n, logits=logits)
+        total = total + sum(l.sum() * 0 for l in logits)  # D's head gets no penalty gradient; DDP needs every parameter in the graph
         st.scaler_d.scale(total).backward()
         _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), False)
         return out
