@@ -40,17 +40,19 @@ def lrelu(x: torch.Tensor, gain: float = 1.0, clamp: Optional[float] = None) -> 
     return x.clamp(-clamp * gain, clamp * gain) if clamp is not None else x
 
 
-def blur(x: torch.Tensor, pad: tuple, gain: float = 1.0) -> torch.Tensor:
-    c = x.shape[1]
-    k = (FILTER * gain).to(x.device, x.dtype).expand(c, 1, 4, 4)
-    return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), k, groups=c)
+def fir(channels: int, gain: float = 1.0) -> torch.Tensor:
+    """The filter as a depthwise kernel for `channels` (a module buffer: a constant of fixed shape
+    when traced for export)."""
+    return (FILTER * gain).expand(channels, 1, 4, 4).clone()
 
 
-def upsample2d(x: torch.Tensor) -> torch.Tensor:
-    """2x with the FIR filter (zero insertion + [1,3,3,1]^2 x 4): a strided transposed conv."""
-    c = x.shape[1]
-    k = (FILTER * 4).to(x.device, x.dtype).expand(c, 1, 4, 4)
-    return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)
+def blur(x: torch.Tensor, k: torch.Tensor, pad: tuple) -> torch.Tensor:
+    return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), k.to(x.dtype), groups=k.shape[0])
+
+
+def upsample2d(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """2x with the FIR filter (zero insertion + [1,3,3,1]^2 x 4, `k` = fir(C, 4)): a strided transposed conv."""
+    return F.conv_transpose2d(x, k.to(x.dtype), stride=2, padding=1, groups=k.shape[0])
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -81,11 +83,13 @@ class Conv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         self.act, self.down, self.clamp, self.k = act, down, clamp, k
         self.weight_gain = 1 / math.sqrt(cin * k * k)
+        if down:
+            self.register_buffer("fir", fir(cin), persistent=False)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = (self.weight * self.weight_gain).to(x.dtype)
         if self.down:
-            x = blur(x, (2, 2) if self.k == 3 else (1, 1))
+            x = blur(x, self.fir, (2, 2) if self.k == 3 else (1, 1))
             x = F.conv2d(x, w, stride=2)
         else:
             x = F.conv2d(x, w, padding=self.k // 2)
@@ -108,6 +112,8 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cout))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.up, self.clamp, self.resolution = up, clamp, resolution
+        if up:
+            self.register_buffer("fir", fir(cout, 4), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, rand=None) -> torch.Tensor:
         styles = self.affine(w)
@@ -118,7 +124,7 @@ class SynthesisLayer(nn.Module):
         dcoefs = ((weight[None] * styles[:, None, :, None, None]).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
         x = x * styles.to(x.dtype)[:, :, None, None]
         if self.up:
-            x = blur(F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2), (1, 1), gain=4)
+            x = blur(F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2), self.fir, (1, 1))
         else:
             x = F.conv2d(x, weight.to(x.dtype), padding=1)
         x = x * dcoefs.to(x.dtype)[:, :, None, None]
@@ -154,6 +160,7 @@ class SynthesisBlock(nn.Module):
         self.conv1 = SynthesisLayer(cout, cout, w_dim, resolution, clamp=clamp)
         self.torgb = ToRGB(cout, channels, w_dim, clamp)
         self.num_conv = 1 if cin == 0 else 2
+        self.register_buffer("fir", fir(channels, 4), persistent=False)
 
     def forward(self, x, img, ws, rand=None, dtype=torch.float32):
         dtype = dtype if self.low else torch.float32
@@ -165,7 +172,7 @@ class SynthesisBlock(nn.Module):
             i = 1
         x = self.conv1(x, ws[:, i], rand)
         y = self.torgb(x, ws[:, i + 1]).float()
-        img = upsample2d(img) + y if img is not None else y
+        img = upsample2d(img, self.fir) + y if img is not None else y
         return x, img
 
 

@@ -8,8 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from ganflow.core.gan import ema_update
-from ganflow.core.losses import build_loss, gradient_penalty, r1_penalty
+from ganflow.core.augment import AdaptiveP
+from ganflow.core.gan import GANStep, ema_update
+from ganflow.core.losses import build_loss, gradient_penalty, lazy_ratio, path_lengths, r1_penalty, r2_penalty
+from ganflow.core.state import TrainingState
+from ganflow.job import load_job
 
 R = torch.tensor([2.0, -1.0])  # real logits
 F_ = torch.tensor([0.5, -3.0])  # fake logits
@@ -27,12 +30,14 @@ def sp(x: float) -> float:  # softplus
         ("lsgan", 0.5 * ((1 + 4) / 2) + 0.5 * ((0.25 + 9) / 2), 0.5 * ((0.25 + 16) / 2)),
         ("wgan-gp", (0.5 - 3) / 2 - (2 - 1) / 2, -(0.5 - 3) / 2),
         ("hinge", (0 + 2) / 2 + (1.5 + 0) / 2, -(0.5 - 3) / 2),
+        # RpGAN pairs real i with fake i: D on r - f = (1.5, 2), G on f - r = (-1.5, -2)
+        ("rpgan", (sp(-1.5) + sp(-2)) / 2, (sp(1.5) + sp(2)) / 2),
     ],
 )
 def test_loss_matches_hand_computed_value(name, d_expected, g_expected):
     loss = build_loss(name)
     assert loss.d(R, F_).item() == pytest.approx(d_expected, rel=1e-6)
-    assert loss.g(F_).item() == pytest.approx(g_expected, rel=1e-6)
+    assert loss.g(F_, R if loss.relativistic else None).item() == pytest.approx(g_expected, rel=1e-6)
 
 
 class Linear(nn.Module):
@@ -61,6 +66,50 @@ def test_r1_penalty_is_squared_gradient_norm():
     assert r1.item() == pytest.approx(5.0, rel=1e-6)
     r1.backward()
     assert torch.allclose(D.w.grad, 2 * torch.tensor([1.0, -2.0]))
+
+
+class Quadratic(nn.Module):
+    """D(x) = ||x||^2 / 2: its input gradient is x itself."""
+
+    def forward(self, x, y=None):
+        return 0.5 * x.square().sum(1)
+
+
+def test_r2_penalty_is_the_squared_gradient_norm_at_the_fakes():
+    fake = torch.tensor([[1.0, 2.0], [0.0, -3.0]])
+    assert r2_penalty(Quadratic(), fake, None).item() == pytest.approx((5 + 9) / 2)
+
+
+def test_path_length_is_the_norm_of_the_jacobian_transpose_times_the_scaled_noise():
+    M = torch.tensor([[1.0, 0.0, 2.0, -1.0], [0.5, 1.0, 0.0, 3.0], [0.0, -2.0, 1.0, 1.0]])  # w (3) -> a 2x2 image
+    ws = torch.randn(2, 1, 3, requires_grad=True)  # one style input per sample
+    images = (ws[:, 0] @ M).view(2, 1, 2, 2)
+    noise = torch.randn(2, 1, 2, 2)
+    lengths = path_lengths(images, ws, noise)
+    expected = [(M @ (noise[i].flatten() / 2)).norm().item() for i in range(2)]  # J^T y with y / sqrt(H*W), sqrt(4) = 2
+    assert lengths.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_lazy_r1_is_scaled_by_its_interval_and_adam_by_every_over_every_plus_one():
+    assert (lazy_ratio(16), lazy_ratio(4), lazy_ratio(1)) == (16 / 17, 4 / 5, 1.0)
+    cfg = load_job(None, ["loss.r1_gamma=2", "loss.d_reg_every=4"])
+    step = GANStep(cfg, torch.device("cpu"), 0, cfg.model.nz)
+    D = Linear([1.0, -2.0])
+    opt = torch.optim.SGD(D.parameters(), lr=1.0)
+    st = TrainingState(G=nn.Linear(1, 1), D=D, G_ema=None, opt_g=opt, opt_d=opt, scaler_g=torch.amp.GradScaler("cpu", enabled=False),
+                       scaler_d=torch.amp.GradScaler("cpu", enabled=False))
+    out = step.d_reg_phase(st, D, torch.randn(64, 2), None, torch.randn(64, 2), None, 0, 0, 1)
+    assert out["penalty/r1"].item() == pytest.approx(5.0)  # ||w||^2
+    # gamma/2 x interval x d/dw ||w||^2 = 1 x 4 x 2w, taken in one SGD step of lr 1
+    assert D.w.detach().tolist() == pytest.approx((torch.tensor([1.0, -2.0]) * (1 - 8)).tolist())
+
+
+def test_adaptive_p_moves_by_batch_times_interval_over_500k_images_towards_the_target():
+    ada = AdaptiveP(0.6, 64)
+    step = 64 * 4 / 500_000
+    assert ada.update(0.2, sign_sum=200, count=256) == pytest.approx(0.2 + step)  # r = 0.78 > 0.6: more augmentation
+    assert ada.update(0.2, sign_sum=100, count=256) == pytest.approx(0.2 - step)  # r = 0.39: less
+    assert ada.update(0.0, sign_sum=-256, count=256) == 0.0  # never below 0
 
 
 def test_ema_update_blends_parameters_and_copies_buffers():
