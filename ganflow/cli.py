@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output file: .npz (arrays) or .png (grid)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class label for conditional models")
+    s.add_argument("--truncation", type=float, default=None,
+                   help="psi in [0, 1]: styles pulled towards the mean style (models with a style space: stylegan2)")
     s.set_defaults(verb="sample:main")
 
     i = sub.add_parser("interpolate", help="a PNG grid of spherical latent interpolations (a row per class for conditional models)")

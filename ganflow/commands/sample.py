@@ -14,20 +14,30 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ganflow import models
 from ganflow.commands.common import RUN_ERRORS, die, load_generator
 from ganflow.core.sampling import SampleError, generate
 from ganflow.core.visual import grid_png, scatter_png
 from ganflow.store.atomic import write_atomic
 
 
-def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: Optional[int] = None) -> Path:
+def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: Optional[int] = None,
+                   truncation: Optional[float] = None) -> Path:
     if num <= 0:
         raise SampleError(f"--num: must be > 0, got {num}")
+    if truncation is not None and not 0 <= truncation <= 1:
+        raise SampleError(f"--truncation: psi must be in [0, 1] (1: none, 0: the mean style), got {truncation}")
     suffix = out.suffix.lower()
     if suffix not in (".npz", ".png"):
         raise SampleError(f"--out: {out} must end in .npz or .png")
-    G, meta = load_generator(run)[:2]
-    x, y = generate(G, num, seed, label)
+    loaded = load_generator(run)
+    G, meta = loaded.G, loaded.meta
+    name = loaded.config.model.name
+    if truncation is not None and not models.spec(name).styles:
+        with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
+        raise SampleError(f"--truncation: model.name={name} has no style space to truncate ({' or '.join(with_styles)} has); "
+                          "`ganflow synth --truncation T` redraws latents beyond +-T for any model")
+    x, y = generate(G, num, seed, label, truncation=truncation)
     if suffix == ".png":
         centers = torch.tensor(meta.centers) if meta.centers else None
         data = scatter_png(x, centers) if x.dim() == 2 else grid_png(x)
@@ -44,7 +54,7 @@ def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: O
 
 def main(args: argparse.Namespace) -> int:
     try:
-        path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label)
+        path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label, truncation=args.truncation)
     except RUN_ERRORS as err:
         return die(str(err))
     print(path)

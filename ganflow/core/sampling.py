@@ -17,9 +17,10 @@ class SampleError(ValueError):
 
 @torch.no_grad()
 def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] = None, batch: int = 512,
-             rows: slice = slice(None)):
+             rows: slice = slice(None), truncation: Optional[float] = None):
     """(samples, labels or None), deterministic in `seed`; `rows` picks a share of the `num` (a
-    worker's, when several split one evaluation): the same rows as in the whole batch."""
+    worker's, when several split one evaluation): the same rows as in the whole batch.
+    `truncation`: psi of a generator with a style space (G(z, y, truncation=psi))."""
     classes = G.num_classes
     if label is not None and not classes:
         raise SampleError("--label: this model is not class-conditional")
@@ -32,7 +33,8 @@ def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] =
         y = torch.full((num,), label) if label is not None else torch.randint(classes, (num,), generator=g)
     z, y = z[rows], (y[rows] if y is not None else None)
     device = next(G.parameters()).device
-    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None).float().cpu()
+    kwargs = {"truncation": truncation} if truncation is not None else {}
+    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None, **kwargs).float().cpu()
            for i in range(0, len(z), batch)]
     return torch.cat(out).clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out), y
 

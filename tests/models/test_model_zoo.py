@@ -5,17 +5,19 @@ data has them, the jobs' model checks, and export of each new generator."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ganflow.commands.export import export_generator
 from ganflow.commands.common import load_generator
+from ganflow.commands.sample import sample_to_file
 from ganflow.config import ConfigError, ModelConfig
 from ganflow.job import load_job
 from ganflow.models import build_models
 from ganflow.models.resnet import ResNetDiscriminator, ResNetGenerator
 from ganflow.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from tests.conftest import trained_checkpoint
+from tests.conftest import run_cli, trained_checkpoint
 
 
 def count(m: torch.nn.Module) -> int:
@@ -94,3 +96,17 @@ def test_each_new_generator_exports_and_the_export_reproduces_it(zoo_checkpoints
         with torch.no_grad():
             expected = load_generator(zoo_checkpoints[model]).G(z, y).clamp(-1, 1)
         torch.testing.assert_close(G(z, y), expected, atol=1e-4, rtol=0)
+
+
+def test_sample_truncation_pulls_stylegan2_styles_to_the_mean_and_is_refused_without_a_style_space(zoo_checkpoints, tmp_path):
+    def images(psi):
+        out = sample_to_file(zoo_checkpoints["stylegan2"], 16, tmp_path / f"s{psi}.npz", seed=3, truncation=psi)
+        return np.load(out)["images"]
+
+    plain = np.load(sample_to_file(zoo_checkpoints["stylegan2"], 16, tmp_path / "s.npz", seed=3))["images"]
+    np.testing.assert_array_equal(images(1.0), plain)  # psi 1 is no truncation
+    spread = {psi: images(psi).std(axis=0).mean() for psi in (0.0, 0.5, 1.0)}
+    assert spread[0.0] < 1e-6 < spread[0.5] < spread[1.0]  # psi 0: every sample is the mean style's image
+    proc = run_cli("sample", str(zoo_checkpoints["resnet"]), "--num", "4", "--out", str(tmp_path / "r.npz"), "--truncation", "0.5")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--truncation" in proc.stderr
+    assert not (tmp_path / "r.npz").exists()
