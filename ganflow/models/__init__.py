@@ -5,7 +5,7 @@ Every generator has `nz` (latent size) and `num_classes` (labels it takes; 0: un
 is called as `G(z, y)`; every discriminator as `D(x, y)` (y ignored when unconditional).
 """
 
-from ganflow.models import dcgan, mlp, resnet, stylegan2  # noqa: F401  (registering the built-in models)
+from ganflow.models import dcgan, mlp, r3gan, resnet, stylegan2  # noqa: F401  (registering the built-in models)
 from ganflow.models.registry import MODELS, ModelSpec, build_models, generator_classes, register, spec
 
 __all__ = ["MODELS", "ModelSpec", "build_models", "generator_classes", "register", "spec"]

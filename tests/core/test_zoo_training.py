@@ -33,6 +33,8 @@ CASES = {
                                           "model.mapping_layers=2", "model.style_mixing=1.0", "loss.r1_gamma=1",
                                           "loss.d_reg_every=2", "loss.g_reg_every=2", "train.augment=translation",
                                           "train.augment_p=adaptive", "train.augment_target=0.1"],
+    "r3gan-rpgan-r1-r2-xflip": ["model.name=r3gan", "model.nz=16", "model.ngf=2", "model.ndf=2", "loss.name=rpgan",
+                                "loss.r1_gamma=1", "loss.r2_gamma=1", "data.xflip=true"],
 }
 STEPS = 5
 

@@ -15,6 +15,7 @@ from ganflow.commands.sample import sample_to_file
 from ganflow.config import ConfigError, ModelConfig
 from ganflow.job import load_job
 from ganflow.models import build_models
+from ganflow.models.r3gan import R3GANDiscriminator, R3GANGenerator
 from ganflow.models.resnet import ResNetDiscriminator, ResNetGenerator
 from ganflow.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from tests.conftest import run_cli, trained_checkpoint
@@ -39,6 +40,10 @@ REFERENCES = {
     # the same code, conditional on 10 classes at 32 px (StyleGAN2-ADA's CIFAR-10 shape, mapping depth 2)
     "stylegan2-cifar-conditional": (lambda: (StyleGAN2Generator(512, 64, 3, 32, 10, mapping_layers=2),
                                              StyleGAN2Discriminator(64, 3, 32, 10)), 20_215_315, 23_876_096),
+    # brownvc/R3GAN 19a7ddf, R3GAN/Networks.py with the presets of train.py (CIFAR10 with --cond=True; FFHQ-256)
+    "r3gan-cifar-conditional": (lambda: (R3GANGenerator(64, 64, 3, 32, 10), R3GANDiscriminator(64, 3, 32, 10)),
+                                20_781_952, 21_280_512),
+    "r3gan-ffhq-256": (lambda: (R3GANGenerator(64, 64, 3, 256), R3GANDiscriminator(64, 3, 256)), 23_057_952, 23_009_568),
 }
 
 
@@ -49,7 +54,7 @@ def test_parameter_counts_equal_the_reference_implementations(name):
     assert (count(G), count(D)) == (g_ref, d_ref)  # the issue asks for 1%; they are equal
 
 
-@pytest.mark.parametrize("model", ["resnet", "stylegan2"])
+@pytest.mark.parametrize("model", ["resnet", "stylegan2", "r3gan"])
 @pytest.mark.parametrize("resolution", [16, 32, 64])
 def test_every_resolution_gives_images_of_its_size_and_d_one_logit_each(model, resolution):
     G, D = build_models(ModelConfig(name=model, nz=16, ngf=2, ndf=2, mapping_layers=1), (3, resolution, resolution), 10)
@@ -80,11 +85,12 @@ def zoo_checkpoints(tmp_path_factory):
     return {
         "resnet": trained_checkpoint(root, "resnet_digits.yaml", 2, small + ("model.attention=8",)),
         "stylegan2": trained_checkpoint(root, "stylegan2_digits.yaml", 2, small + ("model.ngf=2", "model.ndf=2")),
+        "r3gan": trained_checkpoint(root, "r3gan_digits.yaml", 2, small + ("model.ngf=2", "model.ndf=2")),
     }
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-@pytest.mark.parametrize("model", ["resnet", "stylegan2"])
+@pytest.mark.parametrize("model", ["resnet", "stylegan2", "r3gan"])
 def test_each_new_generator_exports_and_the_export_reproduces_it(zoo_checkpoints, tmp_path, model, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="onnxruntime did not install here")
