@@ -5,7 +5,6 @@ mixing and adaptive augmentation; a resumed run is bit-exact; the lazy phases ru
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 import torch
