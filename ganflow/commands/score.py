@@ -207,7 +207,7 @@ def score_images(run: str, data: str, method: str = "disc", settings: ScoreSetti
     loaded = load_generator(location, with_discriminator=True)
     shape = tuple(loaded.meta.sample_shape)
     if not loaded.meta.is_image or not hasattr(loaded.D, "features"):
-        raise ScoreError("score: anomaly scores are for image models (dcgan, cdcgan); this run's is "
+        raise ScoreError("score: anomaly scores are for image models (a D with a feature map); this run's is "
                          f"{loaded.config.model.name}")
     images = read_images(data, shape)
     starts = list(range(0, len(images.x), BATCH))

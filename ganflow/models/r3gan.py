@@ -133,11 +133,15 @@ class R3GANDiscriminator(nn.Module):
         self.basis_linear = msr(nn.Linear(w[-1], emb or 1, bias=False))
         self.embed = msr(nn.Linear(num_classes, emb, bias=False), 1 / math.sqrt(emb)) if num_classes else None
 
-    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 4x4 feature map before the basis (anomaly scores compare images by it)."""
         x = self.extract(x)
         for stage in self.stages:
             x = stage(x)
-        x = self.basis_linear(self.basis(x).flatten(1))
+        return x
+
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.basis_linear(self.basis(self.features(x)).flatten(1))
         if self.embed is not None:
             x = (x * self.embed.weight.t()[y]).sum(dim=1, keepdim=True)
         return x.view(x.shape[0])

@@ -203,11 +203,14 @@ class ResNetDiscriminator(nn.Module):
             nn.init.xavier_uniform_(self.embed.weight)
         apply_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = x
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map (anomaly scores compare images by it)."""
         for block in self.blocks:
-            h = block(h)
-        h = F.relu(h).sum(dim=(2, 3))  # global sum pooling
+            x = block(x)
+        return F.relu(x)
+
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.features(x).sum(dim=(2, 3))  # global sum pooling
         out = self.head(h).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(dim=1)

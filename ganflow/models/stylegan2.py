@@ -312,11 +312,15 @@ class StyleGAN2Discriminator(nn.Module):
     def set_precision(self, dtype: Optional[torch.dtype]) -> None:
         self.dtype = dtype or torch.float32
 
-    def forward(self, img: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """The 4x4 feature map before the batch statistics (anomaly scores compare images by it)."""
         x = None
         for block in self.blocks:
             x = block(x, img, self.dtype)
-        x = self.conv(self.mbstd(x.float()))
+        return x.float()
+
+    def forward(self, img: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.conv(self.mbstd(self.features(img)))
         x = self.out(self.fc(x.flatten(1)))
         if self.mapping is not None:
             cmap = self.mapping(None, y)

@@ -12,6 +12,7 @@ import torch
 from ganflow.commands.export import export_generator
 from ganflow.commands.common import load_generator
 from ganflow.commands.sample import sample_to_file
+from ganflow.commands.score import ScoreSettings, score_images
 from ganflow.config import ConfigError, ModelConfig
 from ganflow.job import load_job
 from ganflow.models import build_models
@@ -116,3 +117,14 @@ def test_sample_truncation_pulls_stylegan2_styles_to_the_mean_and_is_refused_wit
     proc = run_cli("sample", str(zoo_checkpoints["resnet"]), "--num", "4", "--out", str(tmp_path / "r.npz"), "--truncation", "0.5")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--truncation" in proc.stderr
     assert not (tmp_path / "r.npz").exists()
+
+
+@pytest.mark.parametrize("model", ["resnet", "stylegan2", "r3gan"])
+def test_anomaly_scores_run_on_each_new_model(zoo_checkpoints, tmp_path, model):
+    images = np.random.default_rng(0).uniform(-1, 1, (6, 1, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", images=images)
+    settings = ScoreSettings(steps=2)
+    for method in ("disc", "recon"):
+        result = score_images(str(zoo_checkpoints[model]), str(tmp_path / "x.npz"), method, settings)
+        scores = [row["score"] for row in result["rows"]]
+        assert len(scores) == 6 and np.isfinite(scores).all() and len(set(scores)) > 1
