@@ -248,8 +248,13 @@ def model_rows(args) -> list:
         dataset = synthetic(args.synthetic, args.channels or cfg.data.channels or 3, cfg.data.resolution, args.classes)
     else:
         dataset = build_dataset(cfg.data)
-    plain, plain_mem = plain_model_loop(cfg, dataset, args.steps, device)
-    alone, alone_mem = fit_alone(cfg, dataset, device)
+    plains, alones = [], []
+    for _ in range(args.repeat):  # alternating, so a slow spell of the machine hits both
+        plains.append(plain_model_loop(cfg, dataset, args.steps, device))
+        alones.append(fit_alone(cfg, dataset, device))
+    (plain, plain_mem), (alone, alone_mem) = (sorted(runs)[len(runs) // 2] for runs in (plains, alones))
+    if args.repeat > 1:
+        print(f"runs (images/s): plain {[round(r[0], 1) for r in plains]}, ganflow {[round(r[0], 1) for r in alones]}; medians below")
     where = "1 GPU" if args.gpu else "2 threads"
     mem = (lambda m: f" (peak {m:.0f} MiB)" if m else "")
     rows = [(f"plain PyTorch {args.model} loop, {where}{mem(plain_mem)}", plain, None),
@@ -271,6 +276,7 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=0, help="with --synthetic: labelled with this many classes")
     p.add_argument("--channels", type=int, default=0, help="with --synthetic: image channels")
     p.add_argument("--set", nargs="*", default=[], help="with --model: more job overrides")
+    p.add_argument("--repeat", type=int, default=1, help="with --model: alternate the two this many times, report medians")
     args = p.parse_args()
     if args.model:
         for name, value, ref in model_rows(args):

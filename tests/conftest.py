@@ -3,6 +3,8 @@ subprocesses (through RAY_ADDRESS), so only the first test pays for Ray's start.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import tempfile
@@ -62,6 +64,24 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, check: bo
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"ganflow {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def cli_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """`ganflow ARGS` in this process: its exit code, stdout and stderr as a user sees them, without
+    a new interpreter's start-up. For verbs that start no Ray and need no environment of their own
+    (sample, eval, export, interpolate, score with one worker)."""
+    from ganflow import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+    proc = subprocess.CompletedProcess(["ganflow", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"ganflow {' '.join(args)} exited {code}:\n{proc.stderr[-4000:]}")
     return proc
 
 

@@ -22,7 +22,7 @@ from ganflow.job import load_job, build_training
 from ganflow.ray import driver
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
-from tests.conftest import JOBS, trained_checkpoint, without_fid_weights
+from tests.conftest import JOBS, cli_here, trained_checkpoint, without_fid_weights
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
     assert (run / "checkpoints" / "step_00000004" / "manifest.json").is_file()
 
     out = tmp_path / "s.npz"
-    cli("sample", str(run), "--num", "10", "--out", str(out), check=True)
+    cli_here("sample", str(run), "--num", "10", "--out", str(out), check=True)
     arrays = np.load(out)
     if data.spec(cfg.data.name).is_image:
         c = 1
@@ -179,7 +179,7 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
         assert ("labels" in arrays) == (models.generator_classes(cfg.model.name, 10) > 0)  # digits: 10 classes
     else:
         assert arrays["samples"].shape == (10, 2) and arrays["samples"].dtype == np.float32
-    evaluated = cli("eval", str(run), "--num", "200", check=True)
+    evaluated = cli_here("eval", str(run), "--num", "200", check=True)
     report = json.loads(evaluated.stdout)
     assert "[ganflow] generate and extract: 200/200 samples (100%)" in evaluated.stderr
     assert report["step"] == 4 and report["num_generated"] == 200
@@ -192,26 +192,26 @@ def test_shipped_job_trains_through_the_cli_and_samples(cli, tmp_path, job):
         assert len(offline.stderr.strip().splitlines()) == 1 and not offline.stdout
     else:
         assert report["modes_total"] == (8 if cfg.data.name == "ring" else 25)
-    bad = cli("eval", str(run), "--metrics", "fid2")
+    bad = cli_here("eval", str(run), "--metrics", "fid2")
     assert bad.returncode == 2 and bad.stderr.strip() == "ganflow: error: --metrics: unknown fid2; choose from fid, kid, is, pr, classes, modes"
     png = tmp_path / "s.png"
-    cli("sample", str(run / "checkpoints" / "step_00000004"), "--num", "16", "--out", str(png), check=True)
+    cli_here("sample", str(run / "checkpoints" / "step_00000004"), "--num", "16", "--out", str(png), check=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if cfg.model.name == "cdcgan":
-        cli("sample", str(run), "--num", "6", "--label", "3", "--out", str(out), check=True)
+        cli_here("sample", str(run), "--num", "6", "--label", "3", "--out", str(out), check=True)
         assert np.load(out)["labels"].tolist() == [3] * 6
-        bad = cli("sample", str(run), "--num", "6", "--label", "10", "--out", str(out))
+        bad = cli_here("sample", str(run), "--num", "6", "--label", "10", "--out", str(out))
         assert bad.returncode == 2 and "--label" in bad.stderr
 
 
-def test_sample_is_deterministic_in_the_seed(cli, tmp_path):
+def test_sample_is_deterministic_in_the_seed(tmp_path):
     run = str(trained_checkpoint(tmp_path, "ring.yaml", steps=1))
     draws = []
     for seed in ("1", "1", "2"):
-        cli("sample", run, "--num", "5", "--seed", seed, "--out", str(tmp_path / "a.npz"), check=True)
+        cli_here("sample", run, "--num", "5", "--seed", seed, "--out", str(tmp_path / "a.npz"), check=True)
         draws.append(np.load(tmp_path / "a.npz")["samples"])
     assert np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
-    bad = cli("sample", run, "--num", "5", "--label", "1", "--out", str(tmp_path / "a.npz"))
+    bad = cli_here("sample", run, "--num", "5", "--label", "1", "--out", str(tmp_path / "a.npz"))
     assert bad.returncode == 2 and "not class-conditional" in bad.stderr
 
 
@@ -225,7 +225,7 @@ def test_resume_falls_back_past_a_corrupted_checkpoint(cli, tmp_path):
     blob = bytearray(target.read_bytes())
     blob[len(blob) // 2] ^= 0x01
     target.write_bytes(bytes(blob))
-    sample = cli("sample", str(Path(run) / "checkpoints" / "step_00000004"), "--num", "2", "--out", str(tmp_path / "x.npz"))
+    sample = cli_here("sample", str(Path(run) / "checkpoints" / "step_00000004"), "--num", "2", "--out", str(tmp_path / "x.npz"))
     assert sample.returncode == 2 and "sha256 mismatch" in sample.stderr
     resumed = cli("train", "--resume", run, "train.steps=6", check=True)
     text = resumed.stdout + resumed.stderr
@@ -259,7 +259,7 @@ def test_evaluation_during_training_on_two_workers_matches_ganflow_eval(cli, tmp
     run = Path(proc.stdout.strip().splitlines()[-1])
     logged = [r for r in Run.open(run).read_metrics() if "eval/fid" in r]
     assert [r["step"] for r in logged] == [3, 6]
-    on_demand = json.loads(cli("eval", str(run), "--num", "301", check=True).stdout)
+    on_demand = json.loads(cli_here("eval", str(run), "--num", "301", check=True).stdout)
     assert on_demand["step"] == 6 and on_demand["fid"] > 0
     # each worker scored its share of the same 301 samples; generating 150 at a time instead of 301 moves
     # the convolutions' float sums by ~1e-7, other samples would move the distance by percents
