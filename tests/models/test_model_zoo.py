@@ -5,9 +5,12 @@ data has them, the jobs' model checks, and export of each new generator."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ganflow.commands.export import export_generator
 from ganflow.commands.common import load_generator
@@ -19,7 +22,7 @@ from ganflow.models import build_models
 from ganflow.models.r3gan import R3GANDiscriminator, R3GANGenerator
 from ganflow.models.resnet import ResNetDiscriminator, ResNetGenerator
 from ganflow.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from tests.conftest import run_cli, trained_checkpoint
+from tests.conftest import cli_here, run_cli, trained_checkpoint
 
 
 def count(m: torch.nn.Module) -> int:
@@ -128,3 +131,13 @@ def test_anomaly_scores_run_on_each_new_model(zoo_checkpoints, tmp_path, model):
         result = score_images(str(zoo_checkpoints[model]), str(tmp_path / "x.npz"), method, settings)
         scores = [row["score"] for row in result["rows"]]
         assert len(scores) == 6 and np.isfinite(scores).all() and len(set(scores)) > 1
+
+
+def test_eval_synth_and_interpolate_take_each_new_model(zoo_checkpoints, tmp_path):
+    for model, run in zoo_checkpoints.items():
+        report = json.loads(cli_here("eval", str(run), "--num", "40", "--metrics", "fid,classes", check=True).stdout)
+        assert report["fid"] > 0 and report["num_generated"] == 40, model
+        cli_here("interpolate", str(run), "--steps", "3", "--out", str(tmp_path / f"{model}.png"), check=True)
+        assert Image.open(tmp_path / f"{model}.png").size[1] > 16 * 9  # a row per class
+        cli_here("synth", str(run), "--per-class", "2", "--out", str(tmp_path / f"synth_{model}"), check=True)
+        assert sorted(p.name for p in (tmp_path / f"synth_{model}").iterdir() if p.is_dir()) == [str(d) for d in range(10)]
