@@ -1,4 +1,4 @@
-"""The model zoo in training: every new model on 2 DDP workers (gloo, two real processes) ends
+"""The model zoo in training: every model family on 2 DDP workers (gloo, two real processes) ends
 where 1 worker on the whole batch does, through lazy regularisation steps, path length, style
 mixing and adaptive augmentation; a resumed run is bit-exact; the lazy phases run when they should."""
 
@@ -23,6 +23,9 @@ SMALL = ["data.resolution=16", "train.batch_size=8", "train.log_every=1", "train
 # Each case goes through its model's special steps within 5 steps: lazy R1 (and R2) at steps 0, 2, 4,
 # path length at 0, 2, 4, the adaptive p moving after 4 D steps, style mixing on every batch.
 CASES = {
+    "dcgan-wgan-gp-2-critic-steps-diffaugment": ["model.nz=16", "model.ngf=8", "model.ndf=8", "model.g_norm=none",
+                                                 "model.d_norm=none", "loss.name=wgan-gp", "loss.n_critic=2",
+                                                 "train.augment=color,translation,cutout"],
     "resnet-hinge-cbn-attention": ["model.name=resnet", "model.nz=16", "model.ngf=4", "model.ndf=4", "model.g_norm=none",
                                    "model.attention=8", "loss.name=hinge"],
     "resnet-rpgan-r1-r2-adaptive": ["model.name=resnet", "model.nz=16", "model.ngf=4", "model.ndf=4", "model.g_norm=none",
@@ -64,13 +67,15 @@ def _train(cfg, rank: int = 0, world: int = 1, steps: int = STEPS, state=None):
     return state, hooks.rows
 
 
-def _worker(rank: int, port: int, case: str, out: str) -> None:
+def _worker(rank: int, port: int, out: str) -> None:
+    """Every case on two workers, one after another in one pair of processes (start-up paid once)."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     try:
-        state, rows = _train(_cfg(case, "scaling.num_workers=2"), rank, 2)
-        if rank == 0:
-            torch.save({"state": state.state_dict(), "rows": rows}, out)
+        for case in CASES:
+            state, rows = _train(_cfg(case, "scaling.num_workers=2"), rank, 2)
+            if rank == 0:
+                torch.save({"state": state.state_dict(), "rows": rows}, f"{out}/{case}.pt")
         dist.barrier()  # neither leaves while the other still talks to it (gloo aborts on a closed peer)
     finally:
         dist.destroy_process_group()
@@ -82,12 +87,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=2, start_method="spawn")
+    return out
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_two_ddp_workers_on_half_batches_end_where_one_worker_on_the_whole_batch_does(tmp_path, case):
+def test_two_ddp_workers_on_half_batches_end_where_one_worker_on_the_whole_batch_does(two_workers, case):
     one, one_rows = _train(_cfg(case))
-    out = tmp_path / "two.pt"
-    mp.start_processes(_worker, args=(_free_port(), case, str(out)), nprocs=2, start_method="spawn")
-    two = torch.load(out, weights_only=True)
+    two = torch.load(two_workers / f"{case}.pt", weights_only=True)
     a, b = one.state_dict(), two["state"]
     for part in ("G", "D", "G_ema"):
         for k, v in a[part].items():
