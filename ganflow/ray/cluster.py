@@ -7,7 +7,13 @@ import os
 from typing import Any, Optional
 
 from ganflow.config import ConfigError, ScalingConfig
+from ganflow.ray.compat import train_report_poll_env
 from ganflow.ray.hooks import PIN_STATE_API
+
+
+def runtime_env() -> dict:
+    """What every Ray process of ours gets: the State API pinned to this cluster, Ray Train's report poll."""
+    return {**PIN_STATE_API, "env_vars": train_report_poll_env()}
 
 
 class RayAddressError(ValueError):
@@ -48,7 +54,7 @@ def ensure_ray(address: Optional[str] = None, verb: str = "train") -> bool:
     # Workers are told their cluster's address (the State API otherwise asks the machine's last `ray start`);
     # a submitted job's come from the submission, and Ray refuses the same runtime_env key twice.
     in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    ray.init(address=address, logging_level=logging.WARNING, **({} if in_job else {"runtime_env": dict(PIN_STATE_API)}))
+    ray.init(address=address, logging_level=logging.WARNING, **({} if in_job else {"runtime_env": runtime_env()}))
     return True
 
 
@@ -59,7 +65,7 @@ def start_local_ray(**options: Any) -> None:
     import ray
 
     ray.init(**{"address": "local", "include_dashboard": True, "dashboard_port": _free_dashboard_port(),
-                "logging_level": logging.WARNING, "configure_logging": True, "runtime_env": dict(PIN_STATE_API), **options})
+                "logging_level": logging.WARNING, "configure_logging": True, "runtime_env": runtime_env(), **options})
 
 
 def _free_dashboard_port(preferred: int = 8265) -> int:

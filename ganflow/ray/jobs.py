@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional
 from ganflow.config import JobConfig
 from ganflow.ray.cluster import address_form
 from ganflow.ray.compat import use_auth_token_if_there
+from ganflow.ray.compat import train_report_poll_env
 from ganflow.ray.hooks import PIN_STATE_API
 from ganflow.store import is_s3
 
@@ -135,7 +136,7 @@ def staged(kind: str, name: str, spec: Path, entrypoint: str, cfg: JobConfig, st
     if ship_code:
         runtime_env["py_modules"] = [str(Path(__file__).resolve().parents[1])]  # this ganflow package
         runtime_env["excludes"] = ["__pycache__", "*.pyc"]
-    env = needed_env(cfg, extra_env)
+    env = {**train_report_poll_env(), **needed_env(cfg, extra_env)}
     if env:
         runtime_env["env_vars"] = env
     metadata = {"ganflow": kind, "name": name, "spec": spec.name, "user": getpass.getuser(),

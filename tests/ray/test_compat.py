@@ -13,6 +13,7 @@ from ganflow.ray import compat
 PRIVATE = {
     compat.quiet_ray_train_report_logs: "ray.train.v2._internal.execution",
     compat.use_auth_token_if_there: "ray._private.authentication.authentication_token_setup",
+    compat.train_report_poll_env: "ray.train.v2._internal.constants",
 }
 
 
@@ -28,3 +29,19 @@ def test_each_private_ray_api_works_here_and_a_ray_without_it_costs_a_warning(ca
     with caplog.at_level(logging.WARNING, logger="ganflow.ray"):
         call()
     assert len(ours()) == 1 and ours()[0].startswith("this Ray")
+
+
+def test_ray_processes_of_ours_poll_ray_train_reports_every_half_second_unless_the_user_says(ray_cluster, monkeypatch):
+    import os
+
+    import ray
+
+    name = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train V2's controller reads it; 2 s when unset
+    # the suite sets its own (conftest), which ganflow passes on as a user's: it reaches every actor
+    # of the job, the Train controller among them
+    seen = ray.get(ray.remote(num_cpus=0)(lambda: os.environ.get(name)).remote())
+    assert seen == os.environ[name] == "0.2"
+    monkeypatch.delenv(name)
+    assert compat.train_report_poll_env() == {name: compat.REPORT_POLL_S} == {name: "0.5"}
+    monkeypatch.setenv(name, "3")
+    assert compat.train_report_poll_env() == {name: "3"}
