@@ -18,6 +18,7 @@ from ganflow import data, models
 from ganflow.config import ConfigError, JobConfig, load
 from ganflow.config.load import fail, one_of
 from ganflow.core.augment import AUGMENTATIONS
+from ganflow.core.gan import PL_BATCH_SHRINK
 from ganflow.core.losses import LOSSES
 from ganflow.core.state import TrainingState
 from ganflow.metrics.features import EXTRACTORS
@@ -88,9 +89,9 @@ def check(cfg: JobConfig) -> JobConfig:
     if lo.pl_weight and not ms.styles:
         with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
         fail("loss.pl_weight", f"path-length regularisation needs a style space ({' or '.join(with_styles)}); set it to 0 for {m.name}")
-    if lo.pl_weight and cfg.train.batch_size % (2 * cfg.scaling.num_workers):
-        fail("train.batch_size", f"path-length regularisation draws half a batch: {cfg.train.batch_size} must be divisible "
-                                 f"by 2 x scaling.num_workers={cfg.scaling.num_workers}")
+    if lo.pl_weight and cfg.train.batch_size % (PL_BATCH_SHRINK * cfg.scaling.num_workers):
+        fail("train.batch_size", f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: {cfg.train.batch_size} must be "
+                                 f"divisible by {PL_BATCH_SHRINK} x scaling.num_workers={cfg.scaling.num_workers}")
     if ms.check is not None:
         ms.check(cfg)
 

@@ -55,12 +55,12 @@ def _optimizer_step(scaler: torch.amp.GradScaler, opt: torch.optim.Optimizer, mo
     return norm
 
 
-def global_sums(*values: Tensor) -> list:
-    """Sums over every worker (all-reduce when torch.distributed runs), as Python floats."""
-    t = torch.stack([v.detach().double() for v in values])
+def global_sum(value: Tensor) -> float:
+    """A per-worker sum summed over every worker (all-reduce when torch.distributed runs)."""
+    t = value.detach().double()
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
-    return t.tolist()
+    return float(t)
 
 
 class GANStep:
@@ -176,17 +176,17 @@ class GANStep:
         if norm is not None:
             out["grad_norm/d"] = norm
         if self.adaptive:
-            self._adapt(st, real_logits.detach().float())
+            self._adapt(st, real_logits.detach().float(), index)
         return out
 
-    def _adapt(self, st: TrainingState, real_logits: Tensor) -> None:
-        """Accumulate sign(D(real)) over the global batch; move p every `AdaptiveP.interval` D steps."""
-        signs, count = global_sums(real_logits.sign().sum(), torch.tensor(float(real_logits.numel())))
-        st.gan["ada_sum"] = st.gan.get("ada_sum", 0.0) + signs
-        st.gan["ada_count"] = st.gan.get("ada_count", 0.0) + count
-        if st.gan["ada_count"] >= self.adaptive.interval * self.global_batch:
-            st.gan["augment_p"] = self.adaptive.update(st.gan.get("augment_p", 0.0), st.gan["ada_sum"], st.gan["ada_count"])
-            st.gan["ada_sum"], st.gan["ada_count"] = 0.0, 0.0
+    def _adapt(self, st: TrainingState, real_logits: Tensor, index: int) -> None:
+        """Accumulate sign(D(real)) over the global batch; move p after every `AdaptiveP.interval`-th
+        D step (D step `index` counts from 0, so the count of signs is known, never summed)."""
+        st.gan["ada_sum"] = st.gan.get("ada_sum", 0.0) + global_sum(real_logits.sign().sum())
+        interval = self.adaptive.interval
+        if (index + 1) % interval == 0:
+            st.gan["augment_p"] = self.adaptive.update(st.gan.get("augment_p", 0.0), st.gan["ada_sum"], interval * self.global_batch)
+            st.gan["ada_sum"] = 0.0
 
     def d_reg_phase(self, st: TrainingState, D: nn.Module, real: Tensor, real_y, fake: Tensor, fake_y, index: int,
                     rank: int, world: int) -> Dict[str, Tensor]:
@@ -240,9 +240,8 @@ class GANStep:
         with self._autocast():
             images, ws = G(z, y, return_ws=True, **self._model_inputs(G, index, 1, rank, world, total))
         lengths = path_lengths(images.float(), ws, noise.normal(*images.shape[1:], device=images.device))
-        length_sum, count = global_sums(lengths.sum(), torch.tensor(float(lengths.numel())))
         mean = st.gan.get("pl_mean", 0.0)
-        mean = mean + PL_DECAY * (length_sum / count - mean)
+        mean = mean + PL_DECAY * (global_sum(lengths.sum()) / total - mean)
         st.gan["pl_mean"] = mean
         penalty = (lengths - mean).square().mean()
         # images[:, 0, 0, 0] * 0 keeps every parameter in the graph (toRGB biases get no path-length gradient), as DDP needs
