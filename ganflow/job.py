@@ -89,9 +89,16 @@ def check(cfg: JobConfig) -> JobConfig:
     if lo.pl_weight and not ms.styles:
         with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
         fail("loss.pl_weight", f"path-length regularisation needs a style space ({' or '.join(with_styles)}); set it to 0 for {m.name}")
-    if lo.pl_weight and cfg.train.batch_size % (PL_BATCH_SHRINK * cfg.scaling.num_workers):
+    bad = [n for n in cfg.scaling.sizes() if cfg.train.batch_size % (PL_BATCH_SHRINK * n)]
+    if lo.pl_weight and bad:
         fail("train.batch_size", f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: {cfg.train.batch_size} must be "
-                                 f"divisible by {PL_BATCH_SHRINK} x scaling.num_workers={cfg.scaling.num_workers}")
+                                 f"divisible by {PL_BATCH_SHRINK} x {bad[0]} worker(s)")
+    if lo.pl_weight and (cfg.train.batch_per_worker or 0) % PL_BATCH_SHRINK:
+        fail("train.batch_per_worker", f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: make it a multiple "
+                                       f"of {PL_BATCH_SHRINK}, got {cfg.train.batch_per_worker}")
+    if cfg.scaling.sync_batchnorm and (lo.gp_weight or lo.r1_gamma or lo.r2_gamma):
+        fail("scaling.sync_batchnorm", "SyncBatchNorm has no double backward, which the gradient penalties "
+                                       "(loss.gp_weight, r1_gamma, r2_gamma) need; drop one of them")
     if ms.check is not None:
         ms.check(cfg)
 

@@ -1,8 +1,10 @@
-"""A Ray head started the way a team starts one (`ray start --head`), on loopback, in its own
-process group so that it can be killed whole; for tests/test_jobs.py and benchmarks/."""
+"""A Ray cluster started the way a team starts one (`ray start --head`, then `ray start --address`
+on each further node), on loopback, each node in its own process group so that it can be killed
+whole; for the Jobs API and multi-node tests and benchmarks/."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 
 def free_port() -> int:
@@ -19,25 +21,84 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_head(log: Path, num_cpus: int = 2, timeout_s: float = 120) -> Tuple[subprocess.Popen, str]:
+def _node_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_")) and k != "WANDB_API_KEY"}
+    if "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in os.environ:  # the tests' faster Ray Train (see conftest)
+        env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return {**env, **(extra or {})}
+
+
+def _ports() -> list:
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+
+
+def start_node(gcs_address: str, log: Path, num_cpus: int = 1, resources: Optional[Dict[str, float]] = None,
+               env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """Another node of the head's cluster: a raylet of its own on this machine (`ray start
+    --address`), with `num_cpus` CPUs and `resources`; returns once the cluster counts it."""
+    marker = f"gf-node-{os.urandom(4).hex()}"  # tells this node from an earlier one on the same ports
+    cmd = [os.path.join(str(Path(sys.executable).parent), "ray"), "start", f"--address={gcs_address}", "--block",
+           "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", *_ports(), "--disable-usage-stats",
+           f"--resources={json.dumps({**(resources or {}), marker: 1})}"]
+    with open(log, "w") as out:
+        node = subprocess.Popen(cmd, env=_node_env(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while not _alive(gcs_address, marker):
+        if time.time() > deadline or node.poll() is not None:
+            stop_head(node)
+            raise RuntimeError(f"the Ray node did not come up:\n{Path(log).read_text()[-3000:]}")
+        time.sleep(0.5)
+    return node
+
+
+def _alive(gcs_address: str, marker: str) -> bool:
+    from ray.util.state import list_nodes
+
+    try:
+        nodes = list_nodes(address=gcs_address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+    except Exception:
+        return False
+    return any(marker in (n.resources_total or {}) for n in nodes)
+
+
+def raylet_pid(node: subprocess.Popen) -> Optional[int]:
+    """The raylet process under a `ray start --block` process (its child)."""
+    for pid in _children(node.pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet":
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _children(pid: int) -> list:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    found = []
+    for child in map(int, out.split()):
+        found += [child, *_children(child)]
+    return found
+
+
+def start_head(log: Path, num_cpus: int = 2, timeout_s: float = 120, resources: Optional[Dict[str, float]] = None,
+               env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.Popen, str]:
     """(process, dashboard address); the process's `gcs_address` is the head's GCS. The head gets no AWS or RAY_* settings of its own, and this
     Python's bin/ first on PATH (the cluster's `python`); every port is a free one, so it runs
     beside any other Ray on the machine."""
     from ganflow.ray.jobs import client
 
     dashboard, gcs = free_port(), free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_")) and k != "WANDB_API_KEY"}
-    if "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in os.environ:  # the tests' faster Ray Train (see conftest)
-        env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    cmd = [os.path.join(bin_dir, "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+    cmd = [os.path.join(str(Path(sys.executable).parent), "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-           f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}", f"--num-cpus={num_cpus}", "--disable-usage-stats"]
+           f"--ray-client-server-port={free_port()}", *_ports(), f"--num-cpus={num_cpus}", "--disable-usage-stats"]
+    if resources:
+        cmd.append(f"--resources={json.dumps(resources)}")
     with open(log, "w") as out:
-        head = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        head = subprocess.Popen(cmd, env=_node_env(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     head.gcs_address = f"127.0.0.1:{gcs}"  # what `ray.init` and RAY_ADDRESS take to join it
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + timeout_s

@@ -99,7 +99,7 @@ def show(args) -> int:
     print(f"status     {s['status']} at step {s['step']}/{cfg.train.steps} (heartbeat {_ago(s['heartbeat'])})")
     print(f"job        {cfg.name}: {cfg.model.name} on {cfg.data.name}"
           f"{f' {cfg.data.resolution}px' if cfg.data.name not in ('ring', 'grid') else ''}, loss {cfg.loss.name}, "
-          f"batch {cfg.train.batch_size} on {cfg.scaling.num_workers} worker(s), lr G {cfg.optim.g.lr:g} D {cfg.optim.d.lr:g}, "
+          f"batch {cfg.train.batch_size} on {'-'.join(map(str, sorted({cfg.scaling.min_workers, cfg.scaling.max_workers})))} worker(s), lr G {cfg.optim.g.lr:g} D {cfg.optim.d.lr:g}, "
           f"seed {cfg.train.seed}")
     latest = ", ".join(f"{k} {v:.4g}" for k, v in s["metrics"].items() if isinstance(v, (int, float)))
     print(f"latest     {latest or '-'}")

@@ -18,7 +18,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganflow.config.schema import JobConfig, OptimizerConfig, StorageConfig, WandbConfig
+from ganflow.config.schema import (PLACEMENT_STRATEGIES, JobConfig, OptimizerConfig, ScalingConfig, StorageConfig,
+                                   WandbConfig)
 from ganflow.config.secrets import CREDENTIALS_HINT, secret_key_message, secret_keys_in
 
 
@@ -117,9 +118,23 @@ def check_fields(cfg: JobConfig) -> JobConfig:
         fail("train.max_failures", f"must be >= -1 (-1 retries forever), got {t.max_failures}")
 
     s = cfg.scaling
-    positive("scaling.num_workers", s.num_workers)
-    if t.batch_size % s.num_workers:
-        fail("train.batch_size", f"{t.batch_size} is not divisible by scaling.num_workers={s.num_workers}")
+    _check_workers(s.num_workers)
+    bad = [n for n in s.sizes() if t.batch_size % n]
+    if bad:
+        fail("train.batch_size", f"{t.batch_size} is not divisible by {', '.join(map(str, bad))} "
+                                 f"(scaling.num_workers={_plain(s.num_workers)} trains on {_span(s)}); the global batch splits evenly")
+    if t.batch_per_worker is not None:
+        positive("train.batch_per_worker", t.batch_per_worker)
+        bad = [n for n in s.sizes() if (t.batch_size // n) % t.batch_per_worker]
+        if bad:
+            fail("train.batch_per_worker", f"{t.batch_per_worker} does not divide each worker's share of train.batch_size="
+                                           f"{t.batch_size} on {', '.join(map(str, bad))} worker(s)")
+    one_of("scaling.placement_strategy", s.placement_strategy, PLACEMENT_STRATEGIES)
+    if s.resize_interval_s < 0:
+        fail("scaling.resize_interval_s", f"must be >= 0, got {s.resize_interval_s}")
+    if s.elastic and t.max_failures == 0:
+        fail("train.max_failures", "elastic scaling restarts the group when a worker is lost, which Ray counts as a "
+                                   "failure; set it > 0 (or -1: no limit)")
     for res, amount in s.resources_per_worker.items():
         if amount < 0:
             fail(f"scaling.resources_per_worker.{res}", f"must be >= 0, got {amount}")
@@ -134,11 +149,27 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if e.every and e.every % t.checkpoint_every:
         fail("eval.every", f"{e.every} is not a multiple of train.checkpoint_every={t.checkpoint_every}, "
                            "so the best evaluated generator would have no checkpoint")
-    if e.num_samples < max(2, s.num_workers):
+    if e.num_samples < max(2, s.max_workers):
         fail("eval.num_samples", f"must be >= 2 and >= scaling.num_workers (each scores a share), got {e.num_samples}")
     if e.reference_samples < 2:
         fail("eval.reference_samples", f"must be >= 2, got {e.reference_samples}")
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int) else list(value)
+
+
+def _span(s: ScalingConfig) -> str:
+    return f"{s.min_workers}-{s.max_workers} workers" if s.elastic else f"{s.min_workers} worker(s)"
+
+
+def _check_workers(n: Any) -> None:
+    ok = isinstance(n, int) and not isinstance(n, bool) and n >= 1 or (
+        isinstance(n, (list, tuple)) and len(n) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in n)
+        and 1 <= n[0] <= n[1])
+    if not ok:
+        fail("scaling.num_workers", f"must be a worker count >= 1 or [MIN, MAX] with 1 <= MIN <= MAX (elastic), got {n!r}")
 
 
 def _check_tracking(w: WandbConfig) -> None:

@@ -88,15 +88,41 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     num_sample_images: int = 64  # size of the fixed latent batch behind every sample grid
-    max_failures: int = 0  # Ray Train FailureConfig: worker-group restarts from the last checkpoint
+    max_failures: int = 0  # Ray Train FailureConfig: worker-group restarts from the last checkpoint (a lost node is one)
+    checkpoint_on_preempt: bool = False  # SIGTERM to a worker (spot reclaim, drain): checkpoint at the next step, then stop
+    batch_per_worker: Optional[int] = None  # images a worker computes at once (gradient accumulation); None: its whole share
+    channels_last: bool = False  # models and images in channels-last memory format (faster convolutions on GPUs)
+    compile: bool = False  # torch.compile G's and D's forward passes (penalty passes stay eager)
+    tf32: bool = False  # TF32 matmuls and convolutions on Ampere and newer GPUs
+
+
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass
 class ScalingConfig:
-    num_workers: int = 1
+    num_workers: Any = 1  # N workers, or [MIN, MAX]: elastic (Ray Train resizes the group as nodes come and go)
     use_gpu: bool = False
     resources_per_worker: Dict[str, float] = field(default_factory=lambda: {"CPU": 1.0})
+    placement_strategy: str = "PACK"  # Ray placement group: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    resize_interval_s: float = 60.0  # elastic: how often a running group looks for room to grow
     sync_batchnorm: bool = False  # convert BatchNorm to SyncBatchNorm (GPU only)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else int(self.num_workers[0])
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else int(self.num_workers[1])
+
+    @property
+    def elastic(self) -> bool:
+        return not isinstance(self.num_workers, int)
+
+    def sizes(self) -> List[int]:
+        """Every worker count the group may train with."""
+        return list(range(self.min_workers, self.max_workers + 1))
 
 
 @dataclass

@@ -46,6 +46,14 @@ class Hooks:
     def report(self, metrics: Dict[str, float]) -> None:
         """A log step where `report_due` said yes and no checkpoint is made."""
 
+    def preempted(self) -> bool:
+        """Whether this rank was told to stop (train.checkpoint_on_preempt; asked after every step)."""
+        return False
+
+
+class Preempted(RuntimeError):
+    """Training stopped at a step boundary after a preemption notice, its checkpoint written."""
+
 
 def eval_due(cfg: JobConfig, step: int) -> bool:
     """Whether training evaluates at `step` (a pure function of the step: every rank agrees)."""
@@ -61,6 +69,14 @@ def mean_across_workers(values: Dict[str, float], device: torch.device) -> Dict[
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def any_across_workers(flag: bool, device: torch.device) -> bool:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
 
 
 def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[Hooks] = None, *, rank: int = 0,
@@ -106,10 +122,14 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
         if rank == 0 and (step % t.sample_every == 0 or step == t.steps):
             hooks.sample(step, _draw(state.sampler_model, fixed))
 
-        if step % t.checkpoint_every == 0 or step == t.steps:
+        # any rank's notice stops every rank at the same step (a collective a step, only when asked for)
+        preempted = t.checkpoint_on_preempt and any_across_workers(hooks.preempted(), device)
+        if step % t.checkpoint_every == 0 or step == t.steps or preempted:
             hooks.checkpoint(step, metrics or {"step": step}, best)
         elif report_due:
             hooks.report(metrics)
+        if preempted and step < t.steps:
+            raise Preempted(f"preempted: stopped at step {step} with its checkpoint written")
     return state
 
 

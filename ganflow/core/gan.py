@@ -13,11 +13,12 @@ StyleGAN2 (the optimizers' rates are rescaled for it in `TrainingState.create`).
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ganflow.config import JobConfig
 from ganflow.core.augment import AdaptiveP, DiffAugment
@@ -63,6 +64,29 @@ def global_sum(value: Tensor) -> float:
     return float(t)
 
 
+class Part(NamedTuple):
+    """A slice of the global batch one forward-backward computes: its rows as the `rank`-th of
+    `world` equal slices, and their reals."""
+
+    rank: int
+    world: int
+    real: Tensor
+    real_y: Optional[Tensor]
+
+
+def _sync_on_last(model: nn.Module, i: int, k: int):
+    """DDP reduces gradients in the backward of the last of `k` parts only (`no_sync` before it)."""
+    if i < k - 1 and isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def _mean(outs: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+    if len(outs) == 1:
+        return outs[0]
+    return {key: torch.stack([o[key] for o in outs]).mean() for key in outs[0]}
+
+
 class GANStep:
     """One training step = `n_critic` D phases + one G phase (+ lazy regularisation) + EMA; pure torch."""
 
@@ -80,6 +104,7 @@ class GANStep:
         self.ema_decay = t.ema_decay
         self.seed, self.device, self.num_classes, self.nz = t.seed, device, num_classes, nz
         self.global_batch = t.batch_size
+        self.batch_per_worker = t.batch_per_worker
         self.model_precision = False  # models that place their own low precision (StyleGAN2) are not autocast
 
     def prepare(self, G: nn.Module, D: nn.Module) -> None:
@@ -156,27 +181,53 @@ class GANStep:
             out["penalty/r2"] = value.detach()
         return total
 
-    def d_phase(self, st: TrainingState, D: nn.Module, real: Tensor, real_y: Optional[Tensor], fake: Tensor,
-                fake_y: Optional[Tensor], index: int, rank: int = 0, world: int = 1, want_norms: bool = False) -> Dict[str, Tensor]:
-        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 0) if self.augment else None
-        fake = fake.detach()
+    def parts(self, real: Tensor, real_y: Optional[Tensor], rank: int, world: int) -> List[Part]:
+        """This rank's rows as `train.batch_per_worker`-sized parts (one part: the whole share), each
+        with the (rank, world) its rows have as a slice of the global batch."""
+        k = self.accumulate(world)
+        if k == 1:
+            return [Part(rank, world, real, real_y)]
+        m = real.shape[0] // k
+        return [Part(rank * k + c, world * k, real[c * m:(c + 1) * m], real_y[c * m:(c + 1) * m] if real_y is not None else None)
+                for c in range(k)]
+
+    def accumulate(self, world: int) -> int:
+        """Parts a worker computes its share in (gradient accumulation), from train.batch_per_worker."""
+        return (self.global_batch // world) // self.batch_per_worker if self.batch_per_worker else 1
+
+    def _scaled(self, loss: Tensor, k: int) -> Tensor:
+        return loss / k if k > 1 else loss
+
+    def d_phase(self, st: TrainingState, D: nn.Module, parts: List[Part], fakes: List[tuple], index: int,
+                want_norms: bool = False) -> Dict[str, Tensor]:
+        """One D optimizer step on the parts' reals and fakes (gradients accumulated over the parts,
+        reduced across workers once, with the last)."""
         st.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
-            real_in = self._augment(st, real, aug_g, rank, world)
-            fake_in = self._augment(st, fake, aug_g, rank, world)
-            real_logits = D(real_in, real_y)
-            fake_logits = D(fake_in, fake_y)
-            loss = self.loss.d(real_logits.float(), fake_logits.float())
-        out = {"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(), "d/fake_logit": fake_logits.detach().float().mean()}
+        k, outs, reals = len(parts), [], []
         every_step = self.d_reg_every == 1  # else R1/R2 wait for d_reg_phase; WGAN-GP is never lazy
-        total = loss + self._penalties(D, real_in, real_y, fake_in, fake_y, index, rank, world, out, gp=self.gp_weight,
-                                       r1=0.5 * self.r1_gamma * every_step, r2=0.5 * self.r2_gamma * every_step)
-        st.scaler_d.scale(total).backward()
+        for i, (part, (fake, fake_y)) in enumerate(zip(parts, fakes)):
+            aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 0) if self.augment else None
+            with _sync_on_last(D, i, k):
+                with self._autocast():
+                    real_in = self._augment(st, part.real, aug_g, part.rank, part.world)
+                    fake_in = self._augment(st, fake.detach(), aug_g, part.rank, part.world)
+                    real_logits = D(real_in, part.real_y)
+                    fake_logits = D(fake_in, fake_y)
+                    loss = self.loss.d(real_logits.float(), fake_logits.float())
+                out = {"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(),
+                       "d/fake_logit": fake_logits.detach().float().mean()}
+                total = loss + self._penalties(D, real_in, part.real_y, fake_in, fake_y, index, part.rank, part.world, out,
+                                               gp=self.gp_weight, r1=0.5 * self.r1_gamma * every_step,
+                                               r2=0.5 * self.r2_gamma * every_step)
+                st.scaler_d.scale(self._scaled(total, k)).backward()
+            outs.append(out)
+            reals.append(real_logits.detach().float())
+        out = _mean(outs)
         norm = _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), want_norms)
         if norm is not None:
             out["grad_norm/d"] = norm
         if self.adaptive:
-            self._adapt(st, real_logits.detach().float(), index)
+            self._adapt(st, torch.cat(reals), index)
         return out
 
     def _adapt(self, st: TrainingState, real_logits: Tensor, index: int) -> None:
@@ -188,84 +239,110 @@ class GANStep:
             st.gan["augment_p"] = self.adaptive.update(st.gan.get("augment_p", 0.0), st.gan["ada_sum"], interval * self.global_batch)
             st.gan["ada_sum"] = 0.0
 
-    def d_reg_phase(self, st: TrainingState, D: nn.Module, real: Tensor, real_y, fake: Tensor, fake_y, index: int,
-                    rank: int, world: int) -> Dict[str, Tensor]:
+    def d_reg_phase(self, st: TrainingState, D: nn.Module, parts: List[Part], fakes: List[tuple], index: int) -> Dict[str, Tensor]:
         """Lazy R1/R2 (StyleGAN2's Dreg): their own forward, backward and optimizer step, x the interval."""
-        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 2) if self.augment else None
         st.opt_d.zero_grad(set_to_none=True)
-        out: Dict[str, Tensor] = {}
-        real_in = self._augment(st, real, aug_g, rank, world)
-        fake_in = self._augment(st, fake.detach(), aug_g, rank, world)
-        n, logits = self.d_reg_every, []
-        total = self._penalties(D, real_in, real_y, fake_in, fake_y, index, rank, world, out,
-                                r1=0.5 * self.r1_gamma * n, r2=0.5 * self.r2_gamma * n, logits=logits)
-        total = total + sum(l.sum() * 0 for l in logits)  # D's head gets no penalty gradient; DDP needs every parameter in the graph
-        st.scaler_d.scale(total).backward()
+        k, outs = len(parts), []
+        n = self.d_reg_every
+        for i, (part, (fake, fake_y)) in enumerate(zip(parts, fakes)):
+            aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 2) if self.augment else None
+            out: Dict[str, Tensor] = {}
+            with _sync_on_last(D, i, k):
+                real_in = self._augment(st, part.real, aug_g, part.rank, part.world)
+                fake_in = self._augment(st, fake.detach(), aug_g, part.rank, part.world)
+                logits: list = []
+                total = self._penalties(D, real_in, part.real_y, fake_in, fake_y, index, part.rank, part.world, out,
+                                        r1=0.5 * self.r1_gamma * n, r2=0.5 * self.r2_gamma * n, logits=logits)
+                total = total + sum(l.sum() * 0 for l in logits)  # D's head gets no penalty gradient; DDP needs every parameter in the graph
+                st.scaler_d.scale(self._scaled(total, k)).backward()
+            outs.append(out)
         _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), False)
-        return out
+        return _mean(outs)
 
-    def g_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, fake: Tensor, y: Optional[Tensor], index: int,
-                rank: int = 0, world: int = 1, want_norms: bool = False, real: Optional[Tensor] = None,
-                real_y: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """`fake` must still carry G's graph (see `generate`); D is called unwrapped and frozen.
-        A relativistic loss also scores this step's `real` batch."""
-        aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 1) if self.augment else None
+    def g_phase(self, st: TrainingState, G: nn.Module, D: nn.Module, parts: List[Part], fakes: List[Optional[tuple]],
+                index: int, want_norms: bool = False) -> Dict[str, Tensor]:
+        """One G optimizer step. A part's fake must still carry G's graph (see `generate`), or be None:
+        then it is generated here, part by part (gradient accumulation keeps one part's graph at a
+        time). D is called unwrapped and frozen; a relativistic loss also scores the part's reals."""
         D_frozen = unwrap(D).requires_grad_(False)
         st.opt_g.zero_grad(set_to_none=True)
+        k, losses = len(parts), []
         try:
-            with self._autocast():
-                logits = D_frozen(self._augment(st, fake, aug_g, rank, world), y)
-                real_logits = None
-                if self.loss.relativistic:
-                    with torch.no_grad():
-                        real_logits = D_frozen(self._augment(st, real, aug_g, rank, world), real_y).float()
-                loss = self.loss.g(logits.float(), real_logits)
-            st.scaler_g.scale(loss).backward()
+            for i, (part, made) in enumerate(zip(parts, fakes)):
+                aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 1) if self.augment else None
+                with _sync_on_last(G, i, k):
+                    fake, y = made if made is not None else self.generate(G, index, part.rank, part.world, keep_graph=True)
+                    with self._autocast():
+                        logits = D_frozen(self._augment(st, fake, aug_g, part.rank, part.world), y)
+                        real_logits = None
+                        if self.loss.relativistic:
+                            with torch.no_grad():
+                                real_logits = D_frozen(self._augment(st, part.real, aug_g, part.rank, part.world), part.real_y).float()
+                        loss = self.loss.g(logits.float(), real_logits)
+                    st.scaler_g.scale(self._scaled(loss, k)).backward()
+                losses.append(loss.detach())
         finally:
             D_frozen.requires_grad_(True)
-        out = {"loss/g": loss.detach()}
+        out = {"loss/g": torch.stack(losses).mean()}
         norm = _optimizer_step(st.scaler_g, st.opt_g, unwrap(G), want_norms)
         if norm is not None:
             out["grad_norm/g"] = norm
         return out
 
-    def g_reg_phase(self, st: TrainingState, G: nn.Module, index: int, rank: int, world: int) -> Dict[str, Tensor]:
-        """StyleGAN2's path-length regulariser (Greg) on half a batch, x the interval. Its running
-        mean follows the global batch's mean length (detached: the reference lets the 1% EMA share
-        of the gradient through, which would tie the workers' graphs together)."""
-        total = self.global_batch // PL_BATCH_SHRINK
+    def _path_lengths(self, G: nn.Module, index: int, rank: int, world: int, total: int) -> Tuple[Tensor, Tensor]:
         z, y = self._latents(STREAM_PL, index, rank, world, total)
         noise = RowRandom(generator_for(self.device, self.seed, STREAM_PL, index, 1), self._rank_slice(rank, world, total), total)
-        st.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
             images, ws = G(z, y, return_ws=True, **self._model_inputs(G, index, 1, rank, world, total))
-        lengths = path_lengths(images.float(), ws, noise.normal(*images.shape[1:], device=images.device))
+        return path_lengths(images.float(), ws, noise.normal(*images.shape[1:], device=images.device)), images
+
+    def g_reg_phase(self, st: TrainingState, G: nn.Module, parts: List[Part], index: int) -> Dict[str, Tensor]:
+        """StyleGAN2's path-length regulariser (Greg) on half a batch, x the interval. Its running
+        mean follows the global batch's mean length (detached: the reference lets the 1% EMA share
+        of the gradient through, which would tie the workers' graphs together). In parts, the
+        lengths are measured once for the mean, then again, part by part, for the gradient."""
+        total = self.global_batch // PL_BATCH_SHRINK
+        k = len(parts)
+        st.opt_g.zero_grad(set_to_none=True)
+        if k == 1:
+            lengths, images = self._path_lengths(G, index, parts[0].rank, parts[0].world, total)
+            batch_sum = global_sum(lengths.sum())
+        else:
+            batch_sum = global_sum(sum(self._path_lengths(unwrap(G), index, p.rank, p.world, total)[0].detach().sum() for p in parts))
         mean = st.gan.get("pl_mean", 0.0)
-        mean = mean + PL_DECAY * (global_sum(lengths.sum()) / total - mean)
+        mean = mean + PL_DECAY * (batch_sum / total - mean)
         st.gan["pl_mean"] = mean
-        penalty = (lengths - mean).square().mean()
-        # images[:, 0, 0, 0] * 0 keeps every parameter in the graph (toRGB biases get no path-length gradient), as DDP needs
-        loss = (images[:, 0, 0, 0] * 0).sum() + penalty * self.pl_weight * self.g_reg_every
-        st.scaler_g.scale(loss).backward()
+        penalties = []
+        for i, part in enumerate(parts):
+            with _sync_on_last(G, i, k):
+                if k > 1:
+                    lengths, images = self._path_lengths(G, index, part.rank, part.world, total)
+                penalty = (lengths - mean).square().mean()
+                # images[:, 0, 0, 0] * 0 keeps every parameter in the graph (toRGB biases get no path-length gradient), as DDP needs
+                loss = (images[:, 0, 0, 0] * 0).sum() + penalty * self.pl_weight * self.g_reg_every
+                st.scaler_g.scale(self._scaled(loss, k)).backward()
+            penalties.append(penalty.detach())
         _optimizer_step(st.scaler_g, st.opt_g, unwrap(G), False)
-        return {"penalty/pl": penalty.detach(), "penalty/pl_mean": torch.tensor(mean)}
+        return {"penalty/pl": torch.stack(penalties).mean(), "penalty/pl_mean": torch.tensor(mean)}
 
     def step(self, st: TrainingState, G: nn.Module, D: nn.Module, batches, rank: int = 0, world: int = 1,
              want_norms: bool = False) -> Dict[str, Tensor]:
         """`batches`: callable batch_index -> (real, labels) for this rank. Advances `st.step` by one."""
         out: Dict[str, Tensor] = {}
         d_reg_now = self.d_reg_every > 1 and st.step % self.d_reg_every == 0 and (self.r1_gamma > 0 or self.r2_gamma > 0)
+        whole = self.accumulate(world) == 1  # else the G phase makes its fakes part by part
         for k in range(self.n_critic):
             index = st.step * self.n_critic + k
             last = k == self.n_critic - 1
-            real, real_y = batches(index)
-            fake, fake_y = self.generate(G, index, rank, world, keep_graph=last)
-            out = self.d_phase(st, D, real, real_y, fake, fake_y, index, rank, world, want_norms and last)
+            parts = self.parts(*batches(index), rank, world)
+            fakes = [self.generate(G, index, p.rank, p.world, keep_graph=last and whole) for p in parts]
+            out = self.d_phase(st, D, parts, fakes, index, want_norms and last)
             if d_reg_now and last:
-                out.update(self.d_reg_phase(st, D, real, real_y, fake, fake_y, index, rank, world))
-        out.update(self.g_phase(st, G, D, fake, fake_y, index, rank, world, want_norms, real, real_y))
+                out.update(self.d_reg_phase(st, D, parts, fakes, index))
+        out.update(self.g_phase(st, G, D, parts, fakes if whole else [None] * len(parts), index, want_norms))
         if self.pl_weight > 0 and st.step % self.g_reg_every == 0:
-            out.update(self.g_reg_phase(st, G, index, rank, world))
+            pl_parts = [Part(p.rank, p.world, p.real, p.real_y) for p in parts]
+            out.update(self.g_reg_phase(st, G, pl_parts, index))
         if self.adaptive:
             out["augment/p"] = torch.tensor(st.gan.get("augment_p", 0.0))
         if st.G_ema is not None:

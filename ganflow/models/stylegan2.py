@@ -332,10 +332,13 @@ def check_stylegan2(cfg: JobConfig) -> None:
     r, m = cfg.data.resolution, cfg.model
     if r < 8:
         fail("data.resolution", f"model.name=stylegan2 needs at least 8 px, got {r}")
-    per_worker = cfg.train.batch_size // cfg.scaling.num_workers
-    if per_worker % m.mbstd_group:
-        fail("model.mbstd_group", f"must divide each worker's batch ({per_worker} = train.batch_size / scaling.num_workers), "
-                                  f"so the groups are the same for any number of workers; got {m.mbstd_group}")
+    chunk = cfg.train.batch_per_worker
+    for n in cfg.scaling.sizes():
+        per_worker = chunk or cfg.train.batch_size // n
+        if per_worker % m.mbstd_group:
+            what = "train.batch_per_worker" if chunk else f"train.batch_size / {n} worker(s)"
+            fail("model.mbstd_group", f"must divide each worker's batch ({per_worker} = {what}), "
+                                      f"so the groups are the same for any number of workers; got {m.mbstd_group}")
 
 
 @register("stylegan2", data_kind="images", labels="if_labelled", d_reg_every=16, g_reg_every=4, pl_weight=2.0,

@@ -97,9 +97,9 @@ def check_fits_local_ray(scaling: ScalingConfig, address: Optional[str] = None) 
         have = {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
     per_worker = {"CPU": 1.0, **({"GPU": 1.0} if scaling.use_gpu else {}), **scaling.resources_per_worker}
     for res, amount in per_worker.items():
-        need = amount * scaling.num_workers
+        need = amount * scaling.min_workers  # an elastic group starts with what fits, from its minimum
         if need > have.get(res, 0.0) + 1e-9:
             key = "scaling.use_gpu" if res == "GPU" and res not in scaling.resources_per_worker \
                 else f"scaling.resources_per_worker.{res}"
-            raise ConfigError(f"{key}: {scaling.num_workers} workers x {amount:g} {res} need {need:g}, "
+            raise ConfigError(f"{key}: {scaling.min_workers} workers x {amount:g} {res} need {need:g}, "
                               f"the local Ray has {have.get(res, 0.0):g}; lower {key} or scaling.num_workers")

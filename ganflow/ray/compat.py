@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict
+from typing import Callable, Dict
 
 log = logging.getLogger("ganflow.ray")
 
@@ -29,6 +29,22 @@ def use_auth_token_if_there() -> None:
         log.warning("this Ray has no ray._private.authentication: no token is sent (a cluster that wants one refuses)")
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def on_train_worker_main_thread(fn: Callable[[], None]) -> bool:
+    """Run `fn` on the main thread of this Ray Train worker's actor, where signal handlers can be set:
+    Ray Train V2 runs the training function in a thread of its own, and the actor's methods (its
+    `execute` among them) on the main thread. False, with a warning, where that is not possible."""
+    try:
+        import ray
+
+        actor = ray.get_runtime_context().current_actor
+        ray.get(actor.execute.remote(fn), timeout=60)
+    except Exception as err:  # not in a Ray Train worker, or a Ray without RayTrainWorker.execute
+        log.warning("this Ray runs no function on its Train worker's main thread (%s): no SIGTERM handler",
+                    str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return False
+    return True
 
 
 REPORT_POLL_S = "0.5"

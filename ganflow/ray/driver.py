@@ -72,7 +72,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
             streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None)),
         datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=dict(s.resources_per_worker)
+            num_workers=(s.min_workers, s.max_workers) if s.elastic else s.num_workers, use_gpu=s.use_gpu,
+            resources_per_worker=dict(s.resources_per_worker), placement_strategy=s.placement_strategy,
+            elastic_resize_monitor_interval_s=s.resize_interval_s,
         ),
         run_config=ray.train.RunConfig(
             name=name,

@@ -17,12 +17,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ganflow.config import JobConfig, from_dict
-from ganflow.core.fit import Hooks, fit
+from ganflow.core.fit import Hooks, Preempted, fit
 from ganflow.core.state import DataMeta, TrainingState, unwrap
 from ganflow.core.visual import grid_png, scatter_png
 from ganflow.data.images import StreamedBatches, streamed_dataset
 from ganflow.job import batches_for, build_training
 from ganflow.metrics.scoring import PeriodicEval
+from ganflow.ray.signals import PreemptWatch
 from ganflow.run import checkpoint as ckpt
 from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run
@@ -72,16 +73,23 @@ class WorkerHooks(Hooks):
     """What a Ray Train worker does around the GAN steps (rank 0 writes; every rank reports)."""
 
     def __init__(self, cfg: JobConfig, run: Run, state: TrainingState, meta: DataMeta, rank: int, world: int,
-                 tracker: Tracker, evaluation: Optional[PeriodicEval], progress: Optional[TrainProgress]):
+                 tracker: Tracker, evaluation: Optional[PeriodicEval], progress: Optional[TrainProgress],
+                 nodes: int = 1, preempt: Optional[PreemptWatch] = None):
         self.cfg, self.run, self.state, self.meta = cfg, run, state, meta
         self.rank, self.world, self.tracker = rank, world, tracker
         self.evaluation, self.progress = evaluation, progress
+        self.scaling = {"scaling/workers": world, "scaling/nodes": nodes}
+        self.preempt = preempt
         self.last_report = time.monotonic()
+
+    def preempted(self) -> bool:
+        return self.preempt is not None and self.preempt.requested()
 
     def report_due(self) -> bool:
         return time.monotonic() - self.last_report >= RAY_REPORT_INTERVAL_S
 
     def log(self, step: int, metrics: Dict[str, float]) -> None:
+        metrics.update(self.scaling)
         self.run.append_metrics(metrics)
         self.tracker.log(metrics, step)
         self.progress.update(step, metrics)
@@ -179,7 +187,14 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
         evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage))
     progress = TrainProgress(cfg.train.steps, state.step, args.progress_bar) if rank == 0 else None
+    nodes = _count_nodes(world)
+    if rank == 0:
+        before = next((r["scaling/workers"] for r in reversed(kept) if "scaling/workers" in r), None)
+        was = f" (was {before})" if before is not None and before != world else ""
+        _say(f"[ganflow] step {state.step}: training on {world} worker(s) across {nodes} node(s){was}")
+    preempt = PreemptWatch() if cfg.train.checkpoint_on_preempt else None
     started = time.perf_counter()
+    handled = False
     try:
         G, D = state.G, state.D
         if cfg.scaling.sync_batchnorm:
@@ -193,14 +208,34 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
                                       cfg.train.seed, device)
         else:
             batches = batches_for(cfg, dataset, state.G, rank, world, device)
-        hooks = WorkerHooks(cfg, run, state, dataset.meta, rank, world, tracker, evaluation, progress)
+        hooks = WorkerHooks(cfg, run, state, dataset.meta, rank, world, tracker, evaluation, progress, nodes, preempt)
         fit(cfg, state, batches, hooks, rank=rank, world=world, G=G, D=D)
         if progress is not None:
             progress.close()
         if rank == 0:
             tracker.set_summary({"final_step": state.step, "wall_time_s": time.perf_counter() - started,
                                  **(evaluation.summary() if evaluation is not None else {})})
-    except BaseException:
+    except BaseException as err:
+        handled = isinstance(err, Preempted)
+        if handled and rank == 0:
+            _say(f"[ganflow] {err}; Ray Train restarts from it")
         tracker.finish(failed=True)
         raise
+    finally:
+        if preempt is not None:
+            preempt.close(handled)
     tracker.finish()
+
+
+def _count_nodes(world: int) -> int:
+    """How many Ray nodes the worker group spans (a collective: every rank calls it)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return 1
+    import torch.distributed as dist
+
+    ids: List[Any] = [None] * world
+    dist.all_gather_object(ids, node)
+    return len(set(ids))

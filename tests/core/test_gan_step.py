@@ -36,11 +36,12 @@ def test_d_phase_leaves_g_alone_and_g_phase_leaves_d_alone():
     g0 = {k: v.clone() for k, v in st.G.named_parameters()}
     d0 = {k: v.clone() for k, v in st.D.named_parameters()}
     fake, y = step.generate(st.G, 0, 0, 1, keep_graph=True)
-    step.d_phase(st, st.D, *batches(0), fake, y, index=0)
+    parts = step.parts(*batches(0), 0, 1)
+    step.d_phase(st, st.D, parts, [(fake, y)], index=0)
     assert all(torch.equal(v, dict(st.G.named_parameters())[k]) for k, v in g0.items())
     assert any(not torch.equal(v, dict(st.D.named_parameters())[k]) for k, v in d0.items())
     d1 = {k: v.clone() for k, v in st.D.named_parameters()}
-    step.g_phase(st, st.G, st.D, fake, y, index=0)
+    step.g_phase(st, st.G, st.D, parts, [(fake, y)], index=0)
     assert all(torch.equal(v, dict(st.D.named_parameters())[k]) for k, v in d1.items())
     assert any(not torch.equal(v, dict(st.G.named_parameters())[k]) for k, v in g0.items())
     assert all(p.requires_grad for p in st.D.parameters()), "D is unfrozen after the G phase"

@@ -98,7 +98,7 @@ def test_lazy_r1_is_scaled_by_its_interval_and_adam_by_every_over_every_plus_one
     opt = torch.optim.SGD(D.parameters(), lr=1.0)
     st = TrainingState(G=nn.Linear(1, 1), D=D, G_ema=None, opt_g=opt, opt_d=opt, scaler_g=torch.amp.GradScaler("cpu", enabled=False),
                        scaler_d=torch.amp.GradScaler("cpu", enabled=False))
-    out = step.d_reg_phase(st, D, torch.randn(64, 2), None, torch.randn(64, 2), None, 0, 0, 1)
+    out = step.d_reg_phase(st, D, step.parts(torch.randn(64, 2), None, 0, 1), [(torch.randn(64, 2), None)], 0)
     assert out["penalty/r1"].item() == pytest.approx(5.0)  # ||w||^2
     # gamma/2 x interval x d/dw ||w||^2 = 1 x 4 x 2w, taken in one SGD step of lr 1
     assert D.w.detach().tolist() == pytest.approx((torch.tensor([1.0, -2.0]) * (1 - 8)).tolist())
