@@ -20,6 +20,7 @@ from ganflow.run import checkpoint as ckpt
 from ganflow import data, models
 from ganflow.job import load_job, build_training
 from ganflow.ray import driver
+from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
 from tests.conftest import JOBS, cli_here, trained_checkpoint, without_fid_weights
@@ -148,6 +149,41 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_
     # restarted attempt logs the steps the killed one's W&B lacks (its last row is written only when the
     # next step arrives, so the row of the restored checkpoint's step comes from metrics.jsonl)
     assert len(attempts) == 2 and sum((w.steps for w in attempts), []) == steps, seen
+
+
+def test_sigterm_to_a_worker_checkpoints_at_the_next_step_and_ray_resumes_from_it(ray_cluster, tmp_path):
+    """train.checkpoint_on_preempt: a SIGTERM (a spot reclaim, `kubectl drain`) to one of two workers
+    costs at most one step: every rank stops at the same step boundary with its checkpoint, Ray Train
+    restarts the group, which resumes from it; the periodic checkpoints (every 1000) play no part."""
+    overrides = SMALL_DIGITS + ["train.steps=150", "train.checkpoint_every=1000", "train.log_every=1",
+                                "train.checkpoint_on_preempt=true", "train.max_failures=1", "scaling.num_workers=2",
+                                "scaling.resources_per_worker.CPU=1", f"storage.uri={tmp_path}",
+                                f"tracking.wandb.dir={tmp_path / 'wb'}"]
+    cfg = load_job(JOBS / "quickstart.yaml", overrides)
+    raylet = _raylet_pid()
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("run", driver.run(cfg)))
+    runner.start()
+    deadline, signalled = time.time() + 300, None
+    while time.time() < deadline and signalled is None:
+        records = list((tmp_path / cfg.name).glob("*/metrics.jsonl"))
+        pids = _train_worker_pids(raylet)
+        if records and len(records[0].read_text().splitlines()) >= 30 and len(pids) == 2:
+            signalled = max(pids)
+            os.kill(signalled, signal.SIGTERM)
+        time.sleep(0.05)
+    runner.join(timeout=600)
+    assert signalled is not None, "never saw step 30"
+    run_dir = result["run"]
+    steps = [r["step"] for r in run_dir.read_metrics()]
+    assert steps == list(range(1, 151)), "every step logged once: the redone ones replaced"
+    checkpoints = sorted(RunLayout.step_of(key) for key in run_dir.checkpoints())
+    assert len(checkpoints) == 2 and checkpoints[-1] == 150, checkpoints
+    first, second = offline_runs(tmp_path / "wb", run_id=run_dir.id)  # the two attempts, in W&B's files
+    preempted_at = checkpoints[0]
+    assert 30 <= preempted_at and first.steps[-1] == preempted_at, (first.steps[-5:], checkpoints)
+    assert second.steps[0] == preempted_at + 1, "the restart resumed from the preemption checkpoint: no step redone"
+    assert ckpt.load_checkpoint(Path(str(run_dir)) / RunLayout.checkpoint(preempted_at))[0]["step"] == preempted_at
 
 
 # grid.yaml differs from ring.yaml in its data only (test_config validates it, test_data checks its 25 modes)
