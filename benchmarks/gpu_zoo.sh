@@ -9,3 +9,4 @@ set -o pipefail; export PYTHONUNBUFFERED=1
 python3 benchmarks/throughput.py --model stylegan2 --job jobs/stylegan2_images_256.yaml --synthetic 512 --gpu --steps 150 2>&1 | grep -v Warning | tee $OUT/sg2_256.log
 python3 benchmarks/throughput.py --model resnet --synthetic 50000 --classes 10 --channels 3 --gpu --steps 300 --set model.ngf=64 model.ndf=64 2>&1 | tee $OUT/resnet32.log
 python3 benchmarks/throughput.py --model resnet --synthetic 50000 --classes 10 --channels 3 --gpu --steps 300 --set model.ngf=64 model.ndf=64 train.precision=bf16 2>&1 | tee $OUT/resnet32_bf16.log
+python3 benchmarks/gpu_flags.py --steps 200 2>&1 | grep -v "last log step" | tee $OUT/flags.log

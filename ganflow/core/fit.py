@@ -85,6 +85,9 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
     wrappers of `state.G`/`state.D` under several workers; those themselves by default)."""
     hooks = hooks or Hooks()
     G, D = G or state.G, D or state.D
+    if cfg.train.tf32:  # process-wide, as PyTorch keeps it; off leaves PyTorch's defaults
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     device = next(state.G.parameters()).device
     stepper = GANStep(cfg, device, unwrap(G).num_classes, cfg.model.nz)
     stepper.prepare(G, D)

@@ -106,13 +106,26 @@ class GANStep:
         self.global_batch = t.batch_size
         self.batch_per_worker = t.batch_per_worker
         self.model_precision = False  # models that place their own low precision (StyleGAN2) are not autocast
+        self.channels_last = t.channels_last
+        self.compile = t.compile
+        self._compiled: Dict[int, nn.Module] = {}
 
     def prepare(self, G: nn.Module, D: nn.Module) -> None:
-        """Hand train.precision to models that cast their own blocks (StyleGAN2's highest resolutions)."""
+        """Hand train.precision to models that cast their own blocks (StyleGAN2's highest resolutions);
+        with train.compile, compile G's and D's forward passes (wrapped and unwrapped: each phase
+        calls the one it needs). Penalties and path lengths differentiate twice: they call the eager
+        models, as torch.compile has no double backward."""
         for model in (unwrap(G), unwrap(D)):
             if hasattr(model, "set_precision"):
                 model.set_precision(self.autocast_dtype)
                 self.model_precision = True
+        if self.compile:
+            for model in (G, D, unwrap(G), unwrap(D)):
+                self._compiled.setdefault(id(model), torch.compile(model))
+
+    def _fast(self, model: nn.Module) -> nn.Module:
+        """`model`'s compiled forward under train.compile, else `model`."""
+        return self._compiled.get(id(model), model)
 
     def _autocast(self):
         if self.autocast_dtype is None or self.model_precision:
@@ -155,9 +168,9 @@ class GANStep:
         kwargs = self._model_inputs(G, index, 0, rank, world)
         if keep_graph:
             with self._autocast():
-                return G(z, y, **kwargs), y
+                return self._fast(G)(z, y, **kwargs), y
         with torch.no_grad(), self._autocast():
-            return unwrap(G)(z, y, **kwargs), y
+            return self._fast(unwrap(G))(z, y, **kwargs), y
 
     def _penalties(self, D: nn.Module, real_in: Tensor, real_y, fake_in: Tensor, fake_y, index: int, rank: int,
                    world: int, out: Dict[str, Tensor], gp: float = 0.0, r1: float = 0.0, r2: float = 0.0,
@@ -211,8 +224,8 @@ class GANStep:
                 with self._autocast():
                     real_in = self._augment(st, part.real, aug_g, part.rank, part.world)
                     fake_in = self._augment(st, fake.detach(), aug_g, part.rank, part.world)
-                    real_logits = D(real_in, part.real_y)
-                    fake_logits = D(fake_in, fake_y)
+                    real_logits = self._fast(D)(real_in, part.real_y)
+                    fake_logits = self._fast(D)(fake_in, fake_y)
                     loss = self.loss.d(real_logits.float(), fake_logits.float())
                 out = {"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(),
                        "d/fake_logit": fake_logits.detach().float().mean()}
@@ -273,11 +286,12 @@ class GANStep:
                 with _sync_on_last(G, i, k):
                     fake, y = made if made is not None else self.generate(G, index, part.rank, part.world, keep_graph=True)
                     with self._autocast():
-                        logits = D_frozen(self._augment(st, fake, aug_g, part.rank, part.world), y)
+                        logits = self._fast(D_frozen)(self._augment(st, fake, aug_g, part.rank, part.world), y)
                         real_logits = None
                         if self.loss.relativistic:
                             with torch.no_grad():
-                                real_logits = D_frozen(self._augment(st, part.real, aug_g, part.rank, part.world), part.real_y).float()
+                                real_logits = self._fast(D_frozen)(self._augment(st, part.real, aug_g, part.rank, part.world),
+                                                                   part.real_y).float()
                         loss = self.loss.g(logits.float(), real_logits)
                     st.scaler_g.scale(self._scaled(loss, k)).backward()
                 losses.append(loss.detach())
@@ -334,7 +348,10 @@ class GANStep:
         for k in range(self.n_critic):
             index = st.step * self.n_critic + k
             last = k == self.n_critic - 1
-            parts = self.parts(*batches(index), rank, world)
+            real, real_y = batches(index)
+            if self.channels_last and real.dim() == 4:
+                real = real.contiguous(memory_format=torch.channels_last)
+            parts = self.parts(real, real_y, rank, world)
             fakes = [self.generate(G, index, p.rank, p.world, keep_graph=last and whole) for p in parts]
             out = self.d_phase(st, D, parts, fakes, index, want_norms and last)
             if d_reg_now and last:

@@ -85,6 +85,8 @@ class TrainingState:
     @classmethod
     def create(cls, cfg: JobConfig, G: nn.Module, D: nn.Module, device: torch.device) -> "TrainingState":
         G, D = G.to(device), D.to(device)
+        if cfg.train.channels_last:  # 4D weights only; the GAN step hands its images over likewise
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.train.ema_decay > 0 else None
         fp16 = cfg.train.precision == "fp16"
         scale_g, scale_d = lazy_scales(cfg)

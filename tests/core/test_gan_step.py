@@ -138,3 +138,38 @@ def test_diffaugment_of_a_worker_slice_equals_the_slice_of_the_full_batch_augmen
     full = aug(x, torch.Generator().manual_seed(3))
     halves = [aug(x[r * 4:(r + 1) * 4], torch.Generator().manual_seed(3), rows=(r * 4, 8)) for r in (0, 1)]
     assert torch.equal(torch.cat(halves), full)
+
+
+def test_compile_channels_last_and_tf32_train_to_the_eager_weights(monkeypatch):
+    """The GPU switches on CPU (where torch allows them): compiled G/D forwards, with the R1 penalty's
+    double backward through the eager D, channels-last weights and batches, TF32 allowed. Compiled
+    through Dynamo and AOTAutograd (where double backward is missing) without Inductor's code
+    generation, which costs 20 s on 2 cores and is measured on GPUs (benchmarks/gpu_flags.sh)."""
+    common = ["model.g_norm=none", "model.d_norm=none", "loss.r1_gamma=1", "optim.g.name=sgd", "optim.d.name=sgd",
+              "train.steps=2", "train.log_every=1"]
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        _compiled_run_matches_eager(monkeypatch, common)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _compiled_run_matches_eager(monkeypatch, common):
+    cfg, st, _, batches, _ = setup(*common)
+    fit(cfg, st, batches)
+    assert not torch.backends.cuda.matmul.allow_tf32
+    fast_cfg, fast, _, _, _ = setup(*common, "train.compile=true", "train.channels_last=true", "train.tf32=true")
+    conv = next(p for p in fast.D.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, _real=torch.compile: compiled.append(model) or _real(model, backend="aot_eager"))
+    rows = []
+    fit(fast_cfg, fast, batches, type("Rows", (Hooks,), {"log": lambda self, step, m: rows.append(m)})())
+    assert torch.backends.cuda.matmul.allow_tf32
+    assert {id(m) for m in compiled} == {id(fast.G), id(fast.D)}, "G's and D's forwards went through torch.compile"
+    assert rows[-1]["penalty/r1"] > 0
+    for part in ("G", "D"):
+        a, b = st.state_dict()[part], fast.state_dict()[part]
+        for k in a:
+            assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), f"{part}.{k}"
