@@ -112,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("overrides", nargs="*", help="dotted overrides on the job")
     b.add_argument("--address", help=address_help)
     b.add_argument("--sweep", action="store_true", help="JOB is a sweep spec: the cluster runs `ganflow sweep`")
-    b.add_argument("--env", action="append", metavar="NAME",
-                   help="also pass this environment variable (by name; repeatable). S3 and W&B credentials the job "
-                        "needs are passed without asking")
+    b.add_argument("--env", action="append", metavar="NAME[=VALUE]",
+                   help="also pass this environment variable (by name, from here; or NAME=VALUE, e.g. "
+                        "NCCL_SOCKET_IFNAME=eth0; repeatable). S3 and W&B credentials the job needs are passed without asking")
     b.add_argument("--no-code", action="store_true", help="use the ganflow installed on the cluster instead of sending this one")
     b.add_argument("--no-wait", action="store_true", help="print the submission id and return (as `ray job submit --no-wait`); "
                    "by default the job's log streams until it ends, and the exit code is 0 only if it succeeded")

@@ -114,6 +114,13 @@ def start_head(log: Path, num_cpus: int = 2, timeout_s: float = 120, resources: 
 
 
 def stop_head(head: subprocess.Popen) -> None:
+    """The node goes away whole: every process under it (Ray's workers may sit in sessions of
+    their own) and its process group."""
+    for pid in _children(head.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     try:
         os.killpg(head.pid, signal.SIGKILL)
     except ProcessLookupError:

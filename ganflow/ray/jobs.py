@@ -89,14 +89,16 @@ def _call(what: str, job_id: str, fn, *args):
 
 def needed_env(cfg: JobConfig, extra: List[str] = ()) -> Dict[str, str]:
     """The named variables this job needs on the cluster, from this environment: S3 credentials
-    when it reads or writes a bucket, W&B's when it tracks online, and any named with --env."""
+    when it reads or writes a bucket, W&B's when it tracks online, and any named with --env
+    (NAME, from here, or NAME=VALUE: a cluster's own setting, such as NCCL_SOCKET_IFNAME=eth0)."""
     names: List[str] = []
     if any(is_s3(p or "") for p in (cfg.storage.uri, cfg.data.path, cfg.eval.inception_weights)):
         names += S3_VARS
     if cfg.tracking.wandb.mode != "disabled":
         names += WANDB_VARS
-    names += list(extra)
-    return {name: os.environ[name] for name in dict.fromkeys(names) if name in os.environ}
+    given = dict(item.split("=", 1) for item in extra if "=" in item)
+    names += [item for item in extra if "=" not in item]
+    return {**{name: os.environ[name] for name in dict.fromkeys(names) if name in os.environ}, **given}
 
 
 def check_shared_paths(cfg: JobConfig) -> None:

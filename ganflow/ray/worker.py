@@ -187,7 +187,7 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
         evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage))
     progress = TrainProgress(cfg.train.steps, state.step, args.progress_bar) if rank == 0 else None
-    nodes = _count_nodes(world)
+    nodes = _count_nodes(world, device)
     if rank == 0:
         before = next((r["scaling/workers"] for r in reversed(kept) if "scaling/workers" in r), None)
         was = f" (was {before})" if before is not None and before != world else ""
@@ -227,15 +227,16 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     tracker.finish()
 
 
-def _count_nodes(world: int) -> int:
-    """How many Ray nodes the worker group spans (a collective: every rank calls it)."""
+def _count_nodes(world: int, device: torch.device) -> int:
+    """How many Ray nodes the worker group spans (a collective: every rank calls it), from a tensor on
+    this worker's device (all_gather_object would use the process's current CUDA device)."""
     import ray
 
-    node = ray.get_runtime_context().get_node_id()
     if world == 1:
         return 1
     import torch.distributed as dist
 
-    ids: List[Any] = [None] * world
-    dist.all_gather_object(ids, node)
-    return len(set(ids))
+    mine = torch.tensor([int(ray.get_runtime_context().get_node_id()[:15], 16)], dtype=torch.int64, device=device)
+    ids = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(ids, mine)
+    return len({int(t.item()) for t in ids})

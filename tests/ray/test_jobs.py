@@ -130,3 +130,17 @@ def test_bad_submissions_are_one_line_errors(ray_head, tmp_path):
         assert proc.returncode == 2, proc.stderr
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith(f"ganflow: error: {start}"), line
+
+
+def test_network_variables_for_the_cluster_go_by_name_or_as_name_value(monkeypatch):
+    """`ganflow submit --env`: DDP across nodes may need the cluster's interface named (GLOO_SOCKET_IFNAME
+    on CPUs, NCCL_SOCKET_IFNAME on GPUs); a value from here, or one given for the cluster."""
+    from ganflow.job import load_job
+    from ganflow.ray.jobs import needed_env
+
+    cfg = load_job(JOBS / "ring.yaml", ["tracking.wandb.mode=disabled"])
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.delenv("NCCL_SOCKET_IFNAME", raising=False)
+    monkeypatch.delenv("NCCL_DEBUG", raising=False)
+    sent = needed_env(cfg, ["GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME=eth0", "NCCL_DEBUG"])
+    assert sent == {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "eth0"}, "an unset name sends nothing"
