@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from ganflow.run import checkpoint as ckpt
 from ganflow.run.run import Run
@@ -102,24 +101,6 @@ def straight(two_nodes, tmp_path_factory) -> Path:
     return _train(two_nodes, tmp_path_factory.mktemp("straight"), "train.steps=600", "scaling.num_workers=1")
 
 
-def test_two_workers_span_both_nodes_and_a_resume_on_one_worker_continues_the_same_batches(two_nodes, straight, tmp_path):
-    two = _train(two_nodes, tmp_path, "train.steps=100", "scaling.num_workers=2", "scaling.placement_strategy=STRICT_SPREAD")
-    records = Run.open(str(two)).read_metrics()
-    assert {(r["scaling/workers"], r["scaling/nodes"]) for r in records} == {(2, 2)}, "the two workers ran on two nodes"
-    assert_close(_state(two, 100), _state(straight, 100))
-
-    resumed = two_nodes.cli("train", "--resume", str(two), "train.steps=300", "scaling.num_workers=1", check=True)
-    assert "step 100: training on 1 worker(s) across 1 node(s) (was 2)" in resumed.stdout + resumed.stderr
-    records = Run.open(str(two)).read_metrics()
-    assert [r["step"] for r in records] == list(range(10, 301, 10))
-    assert [r["scaling/workers"] for r in records] == [2] * 10 + [1] * 20
-    a, b = final_state(two), _state(straight, 300)
-    assert a["step"] == b["step"] == 300
-    assert_close(a, b)
-    moved = max((a["G"][k] - v).abs().max().item() for k, v in _state(two, 100)["G"].items() if v.is_floating_point())
-    assert moved > 1e-3, "the resumed steps moved the weights, so the comparison means something"
-
-
 def _wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while not predicate():
@@ -136,31 +117,65 @@ def _records(exp: Path) -> list:
     return [json.loads(line) for line in lines if line.endswith("}")]
 
 
-# Elastic: Ray Train's view of the cluster is refreshed every 20 s, so shrinking and growing back take
-# up to half a minute each: batches computed an image at a time (gradient accumulation, the same maths)
-# make the steps slow enough that the run is still going when the node is back.
-LOSSES = {"elastic": ("[1,2]", 600, ["train.batch_per_worker=1"]), "fixed": ("2", 300, [])}
-
-
-@pytest.mark.parametrize("case", list(LOSSES))
-def test_a_lost_node_costs_no_steps_and_no_weights(two_nodes, straight, tmp_path, case):
-    """Elastic: the run goes on with the one worker left, from the newest checkpoint, and grows back
-    when the node returns. Fixed size: it waits for the node and resumes when it returns."""
-    workers, steps, more = LOSSES[case]
+def test_two_workers_span_both_nodes_wait_for_a_lost_one_and_a_resume_on_one_worker_continues_the_same_batches(
+        two_nodes, straight, tmp_path):
+    """A fixed-size run (2 workers, one a node) waits for a lost node and resumes when it returns;
+    then `--resume RUN scaling.num_workers=1` continues it on one worker, the same global batches."""
     log = tmp_path / "train.log"
-    proc = two_nodes.popen("train", str(JOBS / "quickstart.yaml"), *COMMON, f"storage.uri={tmp_path}", f"train.steps={steps}",
-                           f"scaling.num_workers={workers}", "train.max_failures=5", "scaling.resize_interval_s=1", *more,
+    proc = two_nodes.popen("train", str(JOBS / "quickstart.yaml"), *COMMON, f"storage.uri={tmp_path}", "train.steps=200",
+                           "scaling.num_workers=2", "scaling.placement_strategy=STRICT_SPREAD", "train.max_failures=5",
                            log=log)
     exp = tmp_path / "quickstart"
     try:
         _wait_for(lambda: any(r["step"] >= 60 for r in _records(exp)), "step 60", proc, log)
         two_nodes.lose_second()
-        if case == "elastic":
-            # a checkpoint made by one worker: growing back restarts from the newest checkpoint
-            _wait_for(lambda: any(r.get("scaling/workers") == 1 and r["step"] % 50 == 0 for r in _records(exp)),
-                      "a checkpoint on one worker", proc, log)
-        else:
-            time.sleep(3)
+        time.sleep(3)
+        two_nodes.start_second()
+        assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if two_nodes.node is None:
+            two_nodes.start_second()
+    run = Path(sorted(exp.iterdir())[-1])
+    records = Run.open(str(run)).read_metrics()
+    seen = f"{[(r['step'], r['scaling/workers'], r['scaling/nodes']) for r in records]}\n{log.read_text()[-3000:]}"
+    assert [r["step"] for r in records] == list(range(10, 201, 10)), seen
+    assert {(r["scaling/workers"], r["scaling/nodes"]) for r in records} == {(2, 2)}, "two workers on two nodes, " + seen
+    for step in range(50, 201, 50):  # every checkpoint loads
+        assert _state(run, step)["step"] == step
+    assert_close(_state(run, 200), _state(straight, 200))
+
+    resumed = two_nodes.cli("train", "--resume", str(run), "train.steps=300", "scaling.num_workers=1", check=True)
+    assert "step 200: training on 1 worker(s) across 1 node(s) (was 2)" in resumed.stdout + resumed.stderr
+    records = Run.open(str(run)).read_metrics()
+    assert [r["step"] for r in records] == list(range(10, 301, 10))
+    assert [r["scaling/workers"] for r in records] == [2] * 20 + [1] * 10
+    a = final_state(run)
+    assert a["step"] == 300
+    assert_close(a, _state(straight, 300))
+    moved = max((a["G"][k] - v).abs().max().item() for k, v in _state(run, 200)["G"].items() if v.is_floating_point())
+    assert moved > 1e-4, "the resumed steps moved the weights, so the comparison means something"
+
+
+def test_an_elastic_run_goes_on_without_a_lost_node_and_grows_back_when_it_returns(two_nodes, straight, tmp_path):
+    """The group restarts from the newest checkpoint with the one worker left and grows back when the
+    node returns, from the newest checkpoint again. Ray Train's view of the cluster is refreshed every
+    20 s, so shrinking and growing back take up to half a minute each: batches computed an image at a
+    time (gradient accumulation, the same maths) make the steps slow enough that the run is still
+    going when the node is back."""
+    steps = 600
+    log = tmp_path / "train.log"
+    proc = two_nodes.popen("train", str(JOBS / "quickstart.yaml"), *COMMON, f"storage.uri={tmp_path}", f"train.steps={steps}",
+                           "scaling.num_workers=[1,2]", "train.max_failures=5", "scaling.resize_interval_s=1",
+                           "train.batch_per_worker=1", log=log)
+    exp = tmp_path / "quickstart"
+    try:
+        _wait_for(lambda: any(r["step"] >= 60 for r in _records(exp)), "step 60", proc, log)
+        two_nodes.lose_second()
+        # a checkpoint made by one worker: growing back restarts from the newest checkpoint
+        _wait_for(lambda: any(r.get("scaling/workers") == 1 and r["step"] % 50 == 0 for r in _records(exp)),
+                  "a checkpoint on one worker", proc, log)
         two_nodes.start_second()
         assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
     finally:
@@ -173,11 +188,10 @@ def test_a_lost_node_costs_no_steps_and_no_weights(two_nodes, straight, tmp_path
     sizes = [r["scaling/workers"] for r in records]
     seen = f"workers by log step {sizes}\n{log.read_text()[-3000:]}"
     assert [r["step"] for r in records] == list(range(10, steps + 1, 10)), seen
-    if case == "elastic":
-        shrunk = sizes.index(1)
-        assert set(sizes[:shrunk]) == {2} and sizes[-1] == 2 and 1 in sizes[shrunk:], seen
-    else:
-        assert set(sizes) == {2}, seen
+    shrunk = sizes.index(1)
+    assert set(sizes[:shrunk]) == {2} and sizes[-1] == 2 and 1 in sizes[shrunk:], seen
+    output = log.read_text()
+    assert "training on 1 worker(s) across 1 node(s) (was 2)" in output and "across 2 node(s) (was 1)" in output
     for step in range(50, steps + 1, 50):  # every checkpoint loads
         assert _state(run, step)["step"] == step
     assert_close(final_state(run), _state(straight, steps))
