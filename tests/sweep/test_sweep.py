@@ -181,7 +181,7 @@ def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step
 def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials(tmp_path):
     STEPS, EVERY = 600, 100
     # Optuna's TPE picks the trials (its state is restored with the sweep's), one at a time
-    spec = write_ring_sweep(tmp_path, search="optuna", num_samples=3, max_concurrent_trials=1)
+    spec = write_ring_sweep(tmp_path, search="optuna", num_samples=2, max_concurrent_trials=1)
     runs = tmp_path / "runs"
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     # Tune saves its state every second here (10 s at first by default), while the second trial
@@ -215,9 +215,9 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trial
     proc = run_cli("sweep", "--resume", str(location), env={"RAY_ADDRESS": None}, timeout=900, check=True)
     assert Path(proc.stdout.strip().splitlines()[-1]) == location / "best.yaml"
     rows = sweep_rows(location)
-    assert len(rows) == 3 and not any(r["error"] for r in rows) and all(r["last_step"] == STEPS for r in rows)
+    assert len(rows) == 2 and not any(r["error"] for r in rows) and all(r["last_step"] == STEPS for r in rows)
     after = sorted(p for p in (runs / "ring_sweep").iterdir())
-    assert len(after) == 3 and set(first) < set(after)  # the cut-short trial went on in its own run
+    assert after == first  # the cut-short trial went on in its own run
     assert (finished[0] / "metrics.jsonl").read_text() == finished_metrics  # the finished one was not run again
     for run in after:
         steps = [m["step"] for m in Run.open(run).read_metrics()]
