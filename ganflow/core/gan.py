@@ -357,9 +357,8 @@ class GANStep:
             if d_reg_now and last:
                 out.update(self.d_reg_phase(st, D, parts, fakes, index))
         out.update(self.g_phase(st, G, D, parts, fakes if whole else [None] * len(parts), index, want_norms))
-        if self.pl_weight > 0 and st.step % self.g_reg_every == 0:
-            pl_parts = [Part(p.rank, p.world, p.real, p.real_y) for p in parts]
-            out.update(self.g_reg_phase(st, G, pl_parts, index))
+        if self.pl_weight > 0 and st.step % self.g_reg_every == 0:  # the parts' rows, of its half-size batch
+            out.update(self.g_reg_phase(st, G, parts, index))
         if self.adaptive:
             out["augment/p"] = torch.tensor(st.gan.get("augment_p", 0.0))
         if st.G_ema is not None:
