@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ganflow.run import checkpoint as ckpt
 from ganflow.run.run import Run
@@ -78,11 +79,6 @@ def two_nodes(tmp_path_factory):
     cluster.close()
 
 
-def _train(cluster: TwoNodes, tmp_path: Path, *overrides: str) -> Path:
-    proc = cluster.cli("train", str(JOBS / "quickstart.yaml"), *COMMON, f"storage.uri={tmp_path}", *overrides, check=True)
-    return Path(proc.stdout.strip().splitlines()[-1])
-
-
 TOLERANCE = 1e-4  # see COMMON
 
 
@@ -96,9 +92,28 @@ def _state(run: Path, step: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def straight(two_nodes, tmp_path_factory) -> Path:
-    """The reference: one worker, 600 steps, uninterrupted."""
-    return _train(two_nodes, tmp_path_factory.mktemp("straight"), "train.steps=600", "scaling.num_workers=1")
+def straight() -> dict:
+    """The reference: one worker, 600 steps, uninterrupted: `core.fit` in this process (what a Ray
+    worker runs, without Ray's start-up), its state at every checkpoint step."""
+    from ganflow.core.fit import Hooks, fit
+    from ganflow.job import batches_for, build_training, load_job
+
+    cfg = load_job(JOBS / "quickstart.yaml", COMMON + ["train.steps=600", "tracking.wandb.mode=disabled"])
+    dataset, state = build_training(cfg, torch.device("cpu"))
+    states: dict = {}
+
+    class Snapshots(Hooks):
+        def checkpoint(self, step, metrics, best):
+            states[step] = {k: v for k, v in state.state_dict().items() if k in ("G", "D", "G_ema")}
+            states[step] = {part: {k: t.clone() for k, t in sd.items()} for part, sd in states[step].items()}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a 1-CPU Ray worker
+    try:
+        fit(cfg, state, batches_for(cfg, dataset, state.G), Snapshots())
+    finally:
+        torch.set_num_threads(threads)
+    return states
 
 
 def _wait_for(predicate, what: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -144,7 +159,7 @@ def test_two_workers_span_both_nodes_wait_for_a_lost_one_and_a_resume_on_one_wor
     assert {(r["scaling/workers"], r["scaling/nodes"]) for r in records} == {(2, 2)}, "two workers on two nodes, " + seen
     for step in range(50, 201, 50):  # every checkpoint loads
         assert _state(run, step)["step"] == step
-    assert_close(_state(run, 200), _state(straight, 200))
+    assert_close(_state(run, 200), straight[200])
 
     resumed = two_nodes.cli("train", "--resume", str(run), "train.steps=300", "scaling.num_workers=1", check=True)
     assert "step 200: training on 1 worker(s) across 1 node(s) (was 2)" in resumed.stdout + resumed.stderr
@@ -153,7 +168,7 @@ def test_two_workers_span_both_nodes_wait_for_a_lost_one_and_a_resume_on_one_wor
     assert [r["scaling/workers"] for r in records] == [2] * 20 + [1] * 10
     a = final_state(run)
     assert a["step"] == 300
-    assert_close(a, _state(straight, 300))
+    assert_close(a, straight[300])
     moved = max((a["G"][k] - v).abs().max().item() for k, v in _state(run, 200)["G"].items() if v.is_floating_point())
     assert moved > 1e-4, "the resumed steps moved the weights, so the comparison means something"
 
@@ -194,4 +209,4 @@ def test_an_elastic_run_goes_on_without_a_lost_node_and_grows_back_when_it_retur
     assert "training on 1 worker(s) across 1 node(s) (was 2)" in output and "across 2 node(s) (was 1)" in output
     for step in range(50, steps + 1, 50):  # every checkpoint loads
         assert _state(run, step)["step"] == step
-    assert_close(final_state(run), _state(straight, steps))
+    assert_close(final_state(run), straight[steps])
