@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ganflow.config import JobConfig
-from ganflow.core.gan import GANStep
+from ganflow.core.gan import GANStep, global_sum
 from ganflow.core.state import TrainingState, unwrap
 
 Batches = Callable[[int], Tuple[Tensor, Optional[Tensor]]]  # global batch index -> this rank's (images, labels)
@@ -71,14 +71,6 @@ def mean_across_workers(values: Dict[str, float], device: torch.device) -> Dict[
     return dict(zip(keys, t.tolist()))
 
 
-def any_across_workers(flag: bool, device: torch.device) -> bool:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
-
-
 def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[Hooks] = None, *, rank: int = 0,
         world: int = 1, G: Optional[nn.Module] = None, D: Optional[nn.Module] = None) -> TrainingState:
     """Train `state` from its step to `cfg.train.steps`. `G` and `D` are the models to step (DDP
@@ -126,7 +118,7 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
             hooks.sample(step, _draw(state.sampler_model, fixed))
 
         # any rank's notice stops every rank at the same step (a collective a step, only when asked for)
-        preempted = t.checkpoint_on_preempt and any_across_workers(hooks.preempted(), device)
+        preempted = t.checkpoint_on_preempt and global_sum(torch.tensor(float(hooks.preempted()), device=device)) > 0
         if step % t.checkpoint_every == 0 or step == t.steps or preempted:
             hooks.checkpoint(step, metrics or {"step": step}, best)
         elif report_due:
