@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.ray_head import raylet_pid, start_head, start_node, stop_head  # noqa: E402
+from tests.ray_head import raylet_pid, start_head, start_node, stop_head, train_worker_pids  # noqa: E402
 
 ENV = {"RAY_AUTH_MODE": "disabled", "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3"}
 DRIVER = {"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "5", "WANDB_MODE": "disabled"}
@@ -75,12 +75,10 @@ def throughput(address: str, root: Path) -> float:
 
 def train_worker_on(node: subprocess.Popen) -> int:
     """The Ray Train worker under this node's raylet."""
-    parent = raylet_pid(node)
-    for line in subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split():
-        stat = Path(f"/proc/{line}/stat").read_text()
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            return int(line)
-    raise RuntimeError("no Ray Train worker on the second node")
+    pids = train_worker_pids(raylet_pid(node))
+    if not pids:
+        raise RuntimeError("no Ray Train worker on the second node")
+    return pids[0]
 
 
 def lose_node(root: Path, preempt: bool, trial: int) -> tuple:

@@ -76,6 +76,20 @@ def raylet_pid(node: subprocess.Popen) -> Optional[int]:
     return None
 
 
+def train_worker_pids(raylet: int) -> list:
+    """The Ray Train workers under this raylet only (another Ray or node on the machine may train too)."""
+    out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout
+    pids = []
+    for pid in map(int, out.split()):
+        try:  # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == raylet:
+            pids.append(pid)
+    return pids
+
+
 def _children(pid: int) -> list:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     found = []

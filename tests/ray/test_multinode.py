@@ -132,6 +132,24 @@ def _records(exp: Path) -> list:
     return [json.loads(line) for line in lines if line.endswith("}")]
 
 
+def _lose_the_second_node_after_step_60(cluster: TwoNodes, proc: subprocess.Popen, log: Path, exp: Path,
+                                        meanwhile) -> Path:
+    """Kill the second node once the run logged step 60, call `meanwhile(exp)`, start the node again,
+    and wait for the run to succeed; its run directory. The cluster has both nodes again after it."""
+    try:
+        _wait_for(lambda: any(r["step"] >= 60 for r in _records(exp)), "step 60", proc, log)
+        cluster.lose_second()
+        meanwhile(exp)
+        cluster.start_second()
+        assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if cluster.node is None:
+            cluster.start_second()
+    return Path(sorted(exp.iterdir())[-1])
+
+
 def test_two_workers_span_both_nodes_wait_for_a_lost_one_and_a_resume_on_one_worker_continues_the_same_batches(
         two_nodes, straight, tmp_path):
     """A fixed-size run (2 workers, one a node) waits for a lost node and resumes when it returns;
@@ -140,19 +158,7 @@ def test_two_workers_span_both_nodes_wait_for_a_lost_one_and_a_resume_on_one_wor
     proc = two_nodes.popen("train", str(JOBS / "quickstart.yaml"), *COMMON, f"storage.uri={tmp_path}", "train.steps=200",
                            "scaling.num_workers=2", "scaling.placement_strategy=STRICT_SPREAD", "train.max_failures=5",
                            log=log)
-    exp = tmp_path / "quickstart"
-    try:
-        _wait_for(lambda: any(r["step"] >= 60 for r in _records(exp)), "step 60", proc, log)
-        two_nodes.lose_second()
-        time.sleep(3)
-        two_nodes.start_second()
-        assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if two_nodes.node is None:
-            two_nodes.start_second()
-    run = Path(sorted(exp.iterdir())[-1])
+    run = _lose_the_second_node_after_step_60(two_nodes, proc, log, tmp_path / "quickstart", lambda exp: time.sleep(3))
     records = Run.open(str(run)).read_metrics()
     seen = f"{[(r['step'], r['scaling/workers'], r['scaling/nodes']) for r in records]}\n{log.read_text()[-3000:]}"
     assert [r["step"] for r in records] == list(range(10, 201, 10)), seen
@@ -184,21 +190,10 @@ def test_an_elastic_run_goes_on_without_a_lost_node_and_grows_back_when_it_retur
     proc = two_nodes.popen("train", str(JOBS / "quickstart.yaml"), *COMMON, f"storage.uri={tmp_path}", f"train.steps={steps}",
                            "scaling.num_workers=[1,2]", "train.max_failures=5", "scaling.resize_interval_s=1",
                            "train.batch_per_worker=1", log=log)
-    exp = tmp_path / "quickstart"
-    try:
-        _wait_for(lambda: any(r["step"] >= 60 for r in _records(exp)), "step 60", proc, log)
-        two_nodes.lose_second()
-        # a checkpoint made by one worker: growing back restarts from the newest checkpoint
-        _wait_for(lambda: any(r.get("scaling/workers") == 1 and r["step"] % 50 == 0 for r in _records(exp)),
-                  "a checkpoint on one worker", proc, log)
-        two_nodes.start_second()
-        assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if two_nodes.node is None:
-            two_nodes.start_second()
-    run = Path(sorted(exp.iterdir())[-1])
+    # before the node returns, a checkpoint made by one worker: growing back restarts from the newest checkpoint
+    run = _lose_the_second_node_after_step_60(two_nodes, proc, log, tmp_path / "quickstart", lambda exp: _wait_for(
+        lambda: any(r.get("scaling/workers") == 1 and r["step"] % 50 == 0 for r in _records(exp)),
+        "a checkpoint on one worker", proc, log))
     records = Run.open(str(run)).read_metrics()
     sizes = [r["scaling/workers"] for r in records]
     seen = f"workers by log step {sizes}\n{log.read_text()[-3000:]}"

@@ -24,6 +24,7 @@ from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
 from tests.conftest import JOBS, cli_here, trained_checkpoint, without_fid_weights
+from tests.ray_head import train_worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -102,20 +103,6 @@ def _raylet_pid() -> int:
     return int(ray.get(ray.remote(num_cpus=0)(lambda: os.environ["RAY_RAYLET_PID"]).remote()))
 
 
-def _train_worker_pids(raylet: int) -> list:
-    """Ray Train workers of this Ray only (another Ray on the machine may train too)."""
-    out = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout
-    pids = []
-    for pid in map(int, out.split()):
-        try:  # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces
-            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == raylet:
-            pids.append(pid)
-    return pids
-
-
 def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_path):
     overrides = SMALL_DIGITS + ["train.steps=120", "train.checkpoint_every=40", "train.log_every=20",
                                 "train.max_failures=1", f"storage.uri={tmp_path}", f"tracking.wandb.dir={tmp_path / 'wb'}"]
@@ -129,7 +116,7 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_exactly(ray_cluster, tmp_
     killed = None
     while time.time() < deadline and killed is None:
         done = list(exp.glob("*/checkpoints/step_00000040/manifest.json"))
-        pids = _train_worker_pids(raylet)
+        pids = train_worker_pids(raylet)
         if done and pids:
             killed = pids[0]
             os.kill(killed, signal.SIGKILL)
@@ -167,7 +154,7 @@ def test_sigterm_to_a_worker_checkpoints_at_the_next_step_and_ray_resumes_from_i
     deadline, signalled = time.time() + 300, None
     while time.time() < deadline and signalled is None:
         records = list((tmp_path / cfg.name).glob("*/metrics.jsonl"))
-        pids = _train_worker_pids(raylet)
+        pids = train_worker_pids(raylet)
         if records and len(records[0].read_text().splitlines()) >= 30 and len(pids) == 2:
             signalled = max(pids)
             os.kill(signalled, signal.SIGTERM)
