@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import List, Optional
 
+from ganflow.core.trace import mark
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.")
@@ -188,9 +190,11 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    mark("cli")
     args = parse(argv)
     module, _, function = args.verb.partition(":")
     verb = getattr(importlib.import_module(f"ganflow.commands.{module}"), function)
+    mark("imports")
     if args.command in ("train", "sweep"):  # a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly
         from ganflow.ray.signals import SigtermStop
 

@@ -29,6 +29,17 @@ os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
+# Fixtures that start or join a Ray cluster: a test that asks for one is slow, whatever its module says
+# (`pytest -m "not slow"`, the inner loop, starts no Ray and waits for none).
+RAY_FIXTURES = {"ray_cluster", "cli", "ray_head", "two_nodes"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     import ray
@@ -67,18 +78,36 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, check: bo
     return proc
 
 
-def cli_here(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+@contextlib.contextmanager
+def environment(env: dict | None):
+    """os.environ with `env` applied (None: unset) for the duration, restored after."""
+    saved = {k: os.environ.get(k) for k in env or {}}
+    try:
+        for k, v in (env or {}).items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def cli_here(*args: str, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     """`ganflow ARGS` in this process: its exit code, stdout and stderr as a user sees them, without
-    a new interpreter's start-up. For verbs that start no Ray and need no environment of their own
-    (sample, eval, export, interpolate, score with one worker)."""
+    a new interpreter's start-up. For verbs that start no Ray (sample, eval, export, interpolate,
+    score with one worker) and for bad input that must fail before Ray starts; `env` as run_cli's."""
+    import signal
+
     from ganflow import cli
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    sigterm = signal.getsignal(signal.SIGTERM)  # `train` and `sweep` install their own
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), environment(env):
         try:
             code = cli.main(list(args))
         except SystemExit as exit_:
             code = exit_.code
+        finally:
+            signal.signal(signal.SIGTERM, sigterm)
     proc = subprocess.CompletedProcess(["ganflow", *args], code, out.getvalue(), err.getvalue())
     if check and code != 0:
         raise AssertionError(f"ganflow {' '.join(args)} exited {code}:\n{proc.stderr[-4000:]}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ganflow import cli
-from tests.conftest import JOBS, run_cli
+from tests.conftest import JOBS, cli_here
 
 
 @pytest.mark.parametrize("argv", [
@@ -34,7 +34,7 @@ def test_an_unknown_flag_is_still_a_usage_error(capsys):
 def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text("name: x\ntrain:\n  steps: 5\n   batch_size: 8\n")
-    proc = run_cli("train", str(job))
+    proc = cli_here("train", str(job))
     assert proc.returncode == 2 and not proc.stdout
     assert proc.stderr.strip().splitlines() == [
         f"ganflow: error: config: job: {job} is not valid YAML (line 4, column 14: mapping values are not allowed in this context)"]
@@ -47,8 +47,8 @@ def test_an_image_folder_that_is_missing_or_empty_fails_before_ray_starts_and_wr
         (folder / "cats").mkdir(parents=True)
         (folder / "cats" / "notes.txt").write_text("no images here")
     runs = tmp_path / "runs"
-    proc = run_cli("train", str(JOBS / "quickstart.yaml"), "data.name=images", f"data.path={folder}", f"storage.uri={runs}",
-                   env={"RAY_ADDRESS": None})
+    proc = cli_here("train", str(JOBS / "quickstart.yaml"), "data.name=images", f"data.path={folder}", f"storage.uri={runs}",
+                    env={"RAY_ADDRESS": None})
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ganflow: error: config: data.path: ") and str(folder) in lines[0]

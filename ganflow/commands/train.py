@@ -8,6 +8,7 @@ from typing import List, Optional
 
 from ganflow.commands.common import EXIT_FAILURE, die
 from ganflow.config import ConfigError
+from ganflow.core.trace import mark
 from ganflow.job import load_job
 from ganflow.metrics.inception import InceptionWeightsError
 from ganflow.ray import driver
@@ -48,6 +49,7 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
             cfg = load_job(job, overrides)
         except ConfigError as err:
             return die(f"config: {err}")
+        mark("config")
         try:
             run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop)
         except (StorageError, TrackingError, InceptionWeightsError, RayAddressError) as err:  # raised before any training: storage or W&B unusable

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ganflow.config import JobConfig
 from ganflow.core.gan import GANStep, global_sum
 from ganflow.core.state import TrainingState, unwrap
+from ganflow.core.trace import mark
 
 Batches = Callable[[int], Tuple[Tensor, Optional[Tensor]]]  # global batch index -> this rank's (images, labels)
 
@@ -87,12 +88,15 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
     fixed = stepper.fixed_latents(t.num_sample_images) if rank == 0 else None
     images_per_step = t.batch_size * stepper.n_critic
     window_start, window_steps = time.perf_counter(), 0
+    first = state.step
 
     while state.step < t.steps:
         next_step = state.step + 1
         eval_now, best = eval_due(cfg, next_step), False
         log_now = next_step % t.log_every == 0 or next_step == t.steps or eval_now
         out = stepper.step(state, G, D, batches, rank, world, want_norms=log_now)
+        if next_step == first + 1:
+            mark("first_step")
         window_steps += 1
         step = state.step
 

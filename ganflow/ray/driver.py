@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Optional
 
 from ganflow.config import JobConfig, from_dict, redact
+from ganflow.core.trace import mark
 from ganflow import data
 from ganflow.data.images import ray_dataset
 from ganflow.metrics.scoring import check_extractor
@@ -60,7 +61,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
         copied = run.adopt_checkpoint(fork_from)
         print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
     storage_path, name, filesystem = run.ray_storage()
+    mark("preflight")
     started = ensure_ray(address)
+    mark("ray")
     if stop is not None:
         stop.install()
     datasets = {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None
@@ -87,7 +90,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     fit_started = time.perf_counter()
     try:
         with stop.watching(run) if stop is not None else contextlib.nullcontext():
+            mark("fit")
             trainer.fit()
+            mark("fit_returned")
     except BaseException as err:
         try:
             run.write_status("stopped" if isinstance(err, KeyboardInterrupt) else "failed")

@@ -13,7 +13,8 @@ def pin_state_api() -> None:
     Ray instances"); told this one's address, it asks the right cluster."""
     import ray
 
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    if not os.environ.get("RAY_ADDRESS"):  # unset, or set empty (`RAY_ADDRESS= ganflow train`: a local Ray)
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 # the runtime_env that installs it: in-process Ray, drivers joining a cluster, submitted jobs

@@ -19,6 +19,7 @@ import torch
 from ganflow.config import JobConfig, from_dict
 from ganflow.core.fit import Hooks, Preempted, fit
 from ganflow.core.state import DataMeta, TrainingState, unwrap
+from ganflow.core.trace import mark, on_first_call
 from ganflow.core.visual import grid_png, scatter_png
 from ganflow.data.images import StreamedBatches, streamed_dataset
 from ganflow.job import batches_for, build_training
@@ -136,6 +137,7 @@ class WorkerHooks(Hooks):
             self.tracker.log_checkpoint(uri, Path(tmp), step, best)
             if step == cfg.train.steps:
                 self.tracker.log_generator(uri, Path(tmp), step)
+        mark("checkpoint")
 
 
 @dataclass
@@ -155,6 +157,7 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
 
     from ganflow.ray.compat import quiet_ray_train_report_logs
 
+    mark("worker")
     quiet_ray_train_report_logs()
     args = LoopConfig(**loop_config)
     cfg = from_dict(args.job)
@@ -209,12 +212,14 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         else:
             batches = batches_for(cfg, dataset, state.G, rank, world, device)
         hooks = WorkerHooks(cfg, run, state, dataset.meta, rank, world, tracker, evaluation, progress, nodes, preempt)
-        fit(cfg, state, batches, hooks, rank=rank, world=world, G=G, D=D)
+        mark("setup")
+        fit(cfg, state, on_first_call("first_batch", batches), hooks, rank=rank, world=world, G=G, D=D)
         if progress is not None:
             progress.close()
         if rank == 0:
             tracker.set_summary({"final_step": state.step, "wall_time_s": time.perf_counter() - started,
                                  **(evaluation.summary() if evaluation is not None else {})})
+        mark("trained")
     except BaseException as err:
         handled = isinstance(err, Preempted)
         if handled and rank == 0:
@@ -225,6 +230,7 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         if preempt is not None:
             preempt.close(handled)
     tracker.finish()
+    mark("worker_done")
 
 
 def _count_nodes(world: int, device: torch.device) -> int:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ganflow.core.sampling import interpolation_grid, slerp
 from ganflow.commands.common import load_generator
-from tests.conftest import trained_checkpoint, run_cli
+from tests.conftest import cli_here, trained_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_an_exported_generator_loads_without_ganflow_and_matches_pytorch(cdcgan,
 
 
 def test_export_refuses_bad_input_with_one_line_and_writes_nothing(cdcgan, tmp_path):
-    proc = run_cli("export", str(tmp_path / "nowhere"), "--format", "torchscript", "--out", str(tmp_path / "G.pt"))
+    proc = cli_here("export", str(tmp_path / "nowhere"), "--format", "torchscript", "--out", str(tmp_path / "G.pt"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "G.pt").exists() and not (tmp_path / "G.pt.json").exists()
 
@@ -81,12 +81,12 @@ def test_interpolate_draws_a_row_per_class_along_one_latent_path(cdcgan, tmp_pat
     assert torch.equal(images, again)
 
     out = tmp_path / "grid.png"
-    proc = run_cli("interpolate", str(cdcgan), "--steps", "6", "--out", str(out))
+    proc = cli_here("interpolate", str(cdcgan), "--steps", "6", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Image.open(out).size == (6 * 34 + 2, 10 * 34 + 2)
 
 
 def test_interpolate_on_a_2d_model_says_what_to_use_instead(tmp_path):
     ring = trained_checkpoint(tmp_path, "ring.yaml", steps=1)
-    proc = run_cli("interpolate", str(ring), "--out", str(tmp_path / "g.png"))
+    proc = cli_here("interpolate", str(ring), "--out", str(tmp_path / "g.png"))
     assert proc.returncode == 2 and "2D points" in proc.stderr and not (tmp_path / "g.png").exists()

@@ -8,7 +8,7 @@ from ganflow.run import checkpoint as ckpt
 from ganflow.store import S3Options, S3Store
 from ganflow.core.sampling import generate
 from ganflow.commands.common import load_generator
-from tests.conftest import S3_ENV, run_cli, trained_checkpoint
+from tests.conftest import S3_ENV, cli_here, run_cli, trained_checkpoint
 
 
 def test_sample_from_a_run_in_s3_matches_sampling_the_same_checkpoint_locally(s3, tmp_path):
@@ -29,7 +29,7 @@ def test_sample_from_a_run_in_s3_matches_sampling_the_same_checkpoint_locally(s3
 def test_sample_from_a_missing_bucket_is_one_line_exit_2(s3, tmp_path):
     endpoint, _ = s3
     env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
-    proc = run_cli("sample", "s3://no-such-bucket/runs/x", "--num", "4", "--out", str(tmp_path / "s.npz"), env=env)
+    proc = cli_here("sample", "s3://no-such-bucket/runs/x", "--num", "4", "--out", str(tmp_path / "s.npz"), env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("ganflow: error: storage"), proc.stderr[-1000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "s.npz").exists()

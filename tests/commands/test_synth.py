@@ -13,7 +13,7 @@ from ganflow.job import load_job
 from ganflow.data import build_dataset
 from ganflow.store import S3Options, S3Store
 from ganflow.commands.synth import MANIFEST, SHARD_SIZE, plan, synthesize
-from tests.conftest import JOBS, S3_ENV, run_cli, trained_checkpoint
+from tests.conftest import JOBS, S3_ENV, cli_here, run_cli, trained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +88,9 @@ def test_bad_requests_are_one_line_and_write_nothing(cdcgan, tmp_path):
         (["--num", "5", "--truncation", "0", "--out", str(tmp_path / "new")], "--truncation: must be > 0"),
     ]
     for args, message in cases:
-        proc = run_cli("synth", str(cdcgan), *args)
+        proc = cli_here("synth", str(cdcgan), *args)
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert [p.name for p in taken.iterdir()] == ["keep.txt"] and not (tmp_path / "new").exists()
     ring = trained_checkpoint(tmp_path, "ring.yaml", steps=1)
-    proc = run_cli("synth", str(ring), "--num", "5", "--out", str(tmp_path / "new"))
+    proc = cli_here("synth", str(ring), "--num", "5", "--out", str(tmp_path / "new"))
     assert proc.returncode == 2 and "2D points" in proc.stderr and not (tmp_path / "new").exists()

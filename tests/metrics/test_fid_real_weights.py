@@ -67,6 +67,7 @@ def test_the_port_on_the_torchscripts_tensors_gives_the_torchscripts_features(to
         assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
+@pytest.mark.slow  # real Inception on 299x299 images: ~25 images/s on 2 cores
 def test_fid_of_a_set_against_itself_is_zero_and_against_a_shifted_copy_is_not(scored):
     real, brighter = scored
     assert abs(fid(real, real)) < 1e-3
@@ -75,6 +76,7 @@ def test_fid_of_a_set_against_itself_is_zero_and_against_a_shifted_copy_is_not(s
     assert fid(real[a], brighter[b]) > 1.5 * fid(real[a], real[b]) > 0
 
 
+@pytest.mark.slow  # real Inception on 299x299 images: ~25 images/s on 2 cores
 def test_fid_agrees_with_torch_fidelity_on_the_same_images(torchscript, digits, scored, tmp_path, monkeypatch):
     """torch-fidelity's InceptionV3 given the same tensors (its .pth format, fc zero: pool3 does not
     use it), fed the uint8 PNG levels it expects; its Frechet distance on its own statistics.
@@ -114,6 +116,7 @@ def test_fid_agrees_with_torch_fidelity_on_the_same_images(torchscript, digits, 
     assert np.isfinite(mine) and mine > 1
 
 
+@pytest.mark.slow  # real Inception on 299x299 images: ~25 images/s on 2 cores
 def test_weights_without_a_classifier_leave_is_out_by_default_and_refuse_it_by_name(torchscript, tmp_path):
     from ganflow.job import build_training, load_job
     from ganflow.metrics.inception import InceptionWeightsError

@@ -140,6 +140,7 @@ def _score_in_process_group(rank: int, world: int, store: str, job: str, overrid
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes importing torch, each scoring 301 samples
 @pytest.mark.parametrize("job,overrides,names", [
     ("quickstart.yaml", ["data.resolution=16", "model.ngf=8", "model.ndf=8"], ["fid", "kid", "is", "pr", "classes"]),
     ("ring.yaml", [], ["modes"]),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import JOBS, run_cli
+from tests.conftest import JOBS, cli_here, run_cli
 from tests.ray_head import start_head, stop_head
 
 JOBS_API = "http://127.0.0.1:8265"
@@ -23,20 +23,20 @@ def test_train_and_sweep_given_a_jobs_api_address_say_which_forms_they_join_and_
     runs = tmp_path / "runs"
     flag, env = (["--address", JOBS_API], {"RAY_ADDRESS": None}) if how == "flag" else ([], {"RAY_ADDRESS": JOBS_API})
     where = "--address" if how == "flag" else "RAY_ADDRESS"
-    line = _one_line_exit_2(run_cli("train", str(JOBS / "ring.yaml"), *flag, f"storage.uri={runs}", env=env))
+    line = _one_line_exit_2(cli_here("train", str(JOBS / "ring.yaml"), *flag, f"storage.uri={runs}", env=env))
     assert line.startswith(f"ganflow: error: {where} {JOBS_API}: that is a Ray Jobs API (dashboard) address")
     assert "HEAD:6379" in line and "ray://HEAD:10001" in line and f"ganflow submit JOB.yaml --address {JOBS_API}" in line
-    line = _one_line_exit_2(run_cli("sweep", str(JOBS / "sweep_ring.yaml"), *flag, f"storage.uri={runs}", env=env))
+    line = _one_line_exit_2(cli_here("sweep", str(JOBS / "sweep_ring.yaml"), *flag, f"storage.uri={runs}", env=env))
     assert f"{where} {JOBS_API}: that is a Ray Jobs API" in line
     assert not runs.exists()
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:6379", "ray://127.0.0.1:10001"])
 def test_submit_and_jobs_given_a_gcs_or_client_address_ask_for_the_dashboards(tmp_path, address):
-    line = _one_line_exit_2(run_cli("submit", str(JOBS / "ring.yaml"), "storage.uri=s3://bucket/runs", "--address", address))
+    line = _one_line_exit_2(cli_here("submit", str(JOBS / "ring.yaml"), "storage.uri=s3://bucket/runs", "--address", address))
     assert line == (f"ganflow: error: --address {address}: ganflow submit and ganflow jobs talk to the Ray Jobs API on "
                     "the head's dashboard: give http://HEAD:8265 (what `ray job submit` takes)")
-    line = _one_line_exit_2(run_cli("jobs", "list", env={"RAY_ADDRESS": address}))
+    line = _one_line_exit_2(cli_here("jobs", "list", env={"RAY_ADDRESS": address}))
     assert line.startswith(f"ganflow: error: RAY_ADDRESS {address}: ganflow submit and ganflow jobs talk to")
 
 
@@ -45,9 +45,9 @@ def test_synth_and_score_on_workers_given_a_jobs_api_address_say_so(tmp_path):
 
     ckpt = trained_checkpoint(tmp_path, "quickstart.yaml", steps=1)
     env = {"RAY_ADDRESS": JOBS_API}
-    line = _one_line_exit_2(run_cli("synth", str(ckpt), "--num", "4", "--out", str(tmp_path / "s"), "--workers", "2", env=env))
+    line = _one_line_exit_2(cli_here("synth", str(ckpt), "--num", "4", "--out", str(tmp_path / "s"), "--workers", "2", env=env))
     assert "RAY_ADDRESS http://127.0.0.1:8265: that is a Ray Jobs API" in line and "ganflow synth" in line
-    line = _one_line_exit_2(run_cli("score", str(ckpt), "--data", "digits", "--out", str(tmp_path / "s.csv"),
+    line = _one_line_exit_2(cli_here("score", str(ckpt), "--data", "digits", "--out", str(tmp_path / "s.csv"),
                                     "--workers", "2", env=env))
     assert "ganflow score" in line and not (tmp_path / "s.csv").exists()
 

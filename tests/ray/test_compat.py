@@ -45,3 +45,19 @@ def test_ray_processes_of_ours_poll_ray_train_reports_every_half_second_unless_t
     assert compat.train_report_poll_env() == {name: compat.REPORT_POLL_S} == {name: "0.5"}
     monkeypatch.setenv(name, "3")
     assert compat.train_report_poll_env() == {name: "3"}
+
+
+def test_a_worker_given_an_empty_ray_address_asks_its_own_clusters_state_api(ray_cluster, monkeypatch):
+    """`RAY_ADDRESS= ganflow train ...` (an in-process Ray): left empty, the State API that Ray Train's
+    placement-group cleaner asks found the machine's last `ray start` cluster, and every run's end
+    waited 12 s for the cleaner to give up on it."""
+    import os
+
+    from ganflow.ray.hooks import pin_state_api
+
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    pin_state_api()
+    assert os.environ["RAY_ADDRESS"] == ray_cluster
+    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")  # a cluster the user named stays named
+    pin_state_api()
+    assert os.environ["RAY_ADDRESS"] == "10.1.2.3:6379"

@@ -295,10 +295,18 @@ def test_a_run_on_the_in_process_ray_is_quiet_about_rays_internals(tmp_path):
     Ray Train's placement-group cleaner, which polls the State API, stays silent."""
     from tests.conftest import run_cli
 
+    trace = tmp_path / "trace.jsonl"  # and its start-up marks (benchmarks/startup.py) come in order
     proc = run_cli("train", str(JOBS / "ring.yaml"), "train.steps=40", "train.log_every=20", "train.checkpoint_every=40",
-                   f"storage.uri={tmp_path}", env={"RAY_ADDRESS": None}, timeout=300, check=True)
+                   f"storage.uri={tmp_path}", env={"RAY_ADDRESS": None, "GANFLOW_TRACE": str(trace)}, timeout=300,
+                   check=True)
     assert Path(proc.stdout.strip().splitlines()[-1]).parent.parent == tmp_path
     assert "State API may be temporarily unavailable" not in proc.stderr
+    marks = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [m["phase"] for m in marks] == ["cli", "imports", "config", "preflight", "ray", "fit", "worker", "setup",
+                                           "first_batch", "first_step", "checkpoint", "trained", "worker_done",
+                                           "fit_returned"]
+    assert [m["t"] for m in marks] == sorted(m["t"] for m in marks)
+    assert marks[0]["pid"] != marks[6]["pid"] and marks[6]["process_start"] <= marks[6]["t"]  # the worker's own
 
 
 def test_a_driver_joining_a_running_cluster_has_its_workers_ask_that_clusters_state_api(ray_cluster, tmp_path):

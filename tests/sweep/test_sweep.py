@@ -19,7 +19,7 @@ from ganflow.job import load_job
 from ganflow.run.checkpoint import read_manifest
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
-from tests.conftest import JOBS, run_cli, without_fid_weights
+from tests.conftest import JOBS, cli_here, run_cli, without_fid_weights
 
 RING_SWEEP = JOBS / "sweep_ring.yaml"
 FAST = ["train.log_every=100", "train.sample_every=100000", "eval.num_samples=500"]
@@ -50,8 +50,8 @@ def write_spec(tmp_path: Path, **fields) -> Path:
     ({"budget": 3}, "budget: unknown sweep field"),
 ])
 def test_a_bad_sweep_spec_is_one_line_naming_the_field_exit_2_before_ray(tmp_path, fields, expected):
-    proc = run_cli("sweep", str(write_spec(tmp_path, **fields)), f"storage.uri={tmp_path / 'runs'}",
-                   env={"RAY_ADDRESS": None}, timeout=60)
+    proc = cli_here("sweep", str(write_spec(tmp_path, **fields)), f"storage.uri={tmp_path / 'runs'}",
+                    env={"RAY_ADDRESS": None})
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"ganflow: error: {expected}"), line
@@ -70,7 +70,7 @@ def test_a_sweep_without_the_fid_weights_it_needs_fails_once_up_front(tmp_path):
 
 
 def test_resume_names_a_sweep_folder(tmp_path):
-    proc = run_cli("sweep", "--resume", str(tmp_path / "nowhere"), env={"RAY_ADDRESS": None}, timeout=60)
+    proc = cli_here("sweep", "--resume", str(tmp_path / "nowhere"), env={"RAY_ADDRESS": None})
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"ganflow: error: --resume {tmp_path / 'nowhere'}: no sweep.yaml there")
