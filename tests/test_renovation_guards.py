@@ -21,8 +21,10 @@ from tests.conftest import JOBS, run_cli
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "run_0_1_0"
 
 # (loss/d, loss/g) of steps 1..20 of `ganflow train jobs/quickstart.yaml`, measured on ganflow
-# c0bdf35 (torch 2.13.0 CPU). A changed init, RNG stream, batch order or loss shows as a
-# difference of 1e-3 or more; float noise between CPUs stays far below the tolerance.
+# c0bdf35 (torch 2.13.0 CPU). A changed init, RNG stream, batch order or loss shows from step 1 as a
+# difference of 1e-3 or more. Float noise between CPUs (other MKL/oneDNN kernels) is 1e-9 at step 1
+# and grows ~4x a step through training: measured on an AVX-512 Xeon against these AVX2-era values,
+# under five kernel settings, <= 2e-6 up to step 4 and <= 4.2e-3 up to step 20.
 QUICKSTART_LOSSES = [
     (1.9973070621490479, -0.011602429673075676), (1.8974878787994385, -0.027507664635777473),
     (1.7987931966781616, -0.04787030071020126), (1.643857717514038, -0.08404428511857986),
@@ -35,7 +37,12 @@ QUICKSTART_LOSSES = [
     (1.0822902917861938, 0.11349803954362869), (1.0706020593643188, 0.15431693196296692),
     (1.1265262365341187, 0.10754379630088806), (1.0877565145492554, 0.04446929693222046),
 ]
-TOLERANCE = 1e-5
+TOLERANCE = 1e-5  # steps 1-4
+LATER_TOLERANCE = 1e-2  # steps 5-20, where CPU noise has grown
+
+
+def tolerance(step: int) -> float:
+    return TOLERANCE if step <= 4 else LATER_TOLERANCE
 
 
 def _losses(run: Path) -> dict:
@@ -51,7 +58,8 @@ def test_quickstart_first_20_steps_losses_are_those_before_the_renovation(cli, t
     assert sorted(got) == list(range(1, 21))
     for step, (want_d, want_g) in enumerate(QUICKSTART_LOSSES, start=1):
         d, g = got[step]
-        assert abs(d - want_d) < TOLERANCE and abs(g - want_g) < TOLERANCE, (step, (d, g), (want_d, want_g))
+        tol = tolerance(step)
+        assert abs(d - want_d) < tol and abs(g - want_g) < tol, (step, (d, g), (want_d, want_g))
 
 
 def test_a_run_written_before_the_renovation_still_samples_the_same_images(tmp_path):
