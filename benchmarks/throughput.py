@@ -1,7 +1,7 @@
 """Steady-state images/s of ganflow (Ray Train, 1 and 2 workers) against a plain single-process
 PyTorch DCGAN loop on the same model, data and batch size, measured in one process.
 
-    python benchmarks/throughput.py [--steps 300] [--batch 64] [--gpu] [--tracking]
+    python benchmarks/throughput.py [--steps 300] [--batch 64] [--resolution 32] [--gpu] [--tracking]
 
 `--gpu` runs both on one GPU (ganflow with `scaling.use_gpu=true`, 1 worker) and adds a bf16 row.
 `--model NAME` compares that model's shipped digits job (`jobs/NAME_digits.yaml`, or `--job FILE`)
@@ -268,6 +268,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=32, help="image side (16 shows the fixed cost a step)")
     p.add_argument("--gpu", action="store_true", help="measure on one GPU instead of 2 CPU cores")
     p.add_argument("--tracking", action="store_true", help="W&B offline vs disabled, 1 Ray worker")
     p.add_argument("--model", help="a model of the zoo: its shipped job against a hand-written loop of it")
@@ -290,7 +291,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # the plain loop's recipe: non-saturating loss, batch norm in both nets, no augmentation
         common = ["loss.name=nonsaturating", "model.spectral_norm=false", "model.d_norm=batch", "train.augment=",
-                  f"train.steps={args.steps}", f"train.batch_size={args.batch}", "train.log_every=50",
+                  f"train.steps={args.steps}", f"train.batch_size={args.batch}", f"data.resolution={args.resolution}",
+                  "train.log_every=50",
                   "train.sample_every=100000", "train.checkpoint_every=100000", f"storage.uri={tmp}",
                   "tracking.wandb.mode=disabled"]
         if args.tracking:

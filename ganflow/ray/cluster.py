@@ -7,7 +7,7 @@ import os
 from typing import Any, Optional
 
 from ganflow.config import ConfigError, ScalingConfig
-from ganflow.ray.compat import train_report_poll_env
+from ganflow.ray.compat import run_local_workers_at_normal_priority, train_report_poll_env
 from ganflow.ray.hooks import PIN_STATE_API
 
 
@@ -61,9 +61,11 @@ def ensure_ray(address: Optional[str] = None, verb: str = "train") -> bool:
 def start_local_ray(**options: Any) -> None:
     """A new Ray of our own ("local": never the last `ray start` cluster Ray would find), with its
     dashboard (Ray Train's placement-group cleaner asks its State API) and its workers pinned to
-    it; `options` go to `ray.init` (num_cpus, ...)."""
+    it, at the priority of a plain script (compat.run_local_workers_at_normal_priority); `options`
+    go to `ray.init` (num_cpus, ...)."""
     import ray
 
+    run_local_workers_at_normal_priority()
     ray.init(**{"address": "local", "include_dashboard": True, "dashboard_port": _free_dashboard_port(),
                 "logging_level": logging.WARNING, "configure_logging": True, "runtime_env": runtime_env(), **options})
 

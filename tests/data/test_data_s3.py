@@ -15,7 +15,7 @@ from ganflow.job import load_job
 from ganflow.data import build_dataset
 from ganflow.store import S3Options, S3Store
 from ganflow.run.run import Run
-from tests.conftest import JOBS
+from tests.conftest import JOBS, cli_here
 
 pytestmark = pytest.mark.slow
 
@@ -112,10 +112,10 @@ def test_ganflow_trains_on_images_in_a_bucket_with_two_workers(cli, s3, tmp_path
     assert state["step"] == 8 and manifest["meta"]["num_classes"] == 2 and manifest["meta"]["sample_shape"] == [1, 16, 16]
 
 
-def test_a_bucket_prefix_without_images_is_a_config_error(cli, s3, tmp_path):
+def test_a_bucket_prefix_without_images_is_a_config_error(s3, tmp_path):
     endpoint, bucket = s3
-    proc = cli("train", str(JOBS / "quickstart.yaml"), "data.name=images", f"data.path=s3://{bucket}/nothing-here",
-               f"storage.endpoint_url={endpoint}", f"storage.uri=s3://{bucket}/runs")
+    proc = cli_here("train", str(JOBS / "quickstart.yaml"), "data.name=images", f"data.path=s3://{bucket}/nothing-here",
+                    f"storage.endpoint_url={endpoint}", f"storage.uri=s3://{bucket}/runs")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"ganflow: error: config: data.path: no .png/.jpg/.jpeg objects under s3://{bucket}/nothing-here"
     assert S3Store(f"s3://{bucket}", S3Options(endpoint_url=endpoint)).list() == [], "nothing written"

@@ -19,7 +19,7 @@ from ganflow.run import checkpoint as ckpt
 from ganflow.store import S3Options, S3Store
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
-from tests.conftest import JOBS, S3_ENV, free_port, run_cli
+from tests.conftest import JOBS, S3_ENV, cli_here, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -174,10 +174,10 @@ def test_missing_credentials_wrong_endpoint_and_missing_bucket_are_one_line_erro
          "ganflow: error: storage.uri: bucket 'no-such-bucket' does not exist"),
     ]
     for args, env, expected in cases:
-        proc = run_cli(*args, env={**env, "RAY_ADDRESS": None}, timeout=120)
+        proc = cli_here(*args, env={**env, "RAY_ADDRESS": None})
         assert _one_line_error(proc).startswith(expected), proc.stderr
         assert SECRET not in proc.stdout + proc.stderr
     assert run_keys(endpoint, bucket, "runs") == [], "nothing may be written by a run that could not start"
 
-    resume = run_cli("train", "--resume", f"s3://{bucket}/runs/ring/nope", env=fresh_env(endpoint))
+    resume = cli_here("train", "--resume", f"s3://{bucket}/runs/ring/nope", env=fresh_env(endpoint))
     assert _one_line_error(resume) == f"ganflow: error: --resume: s3://{bucket}/runs/ring/nope is not a run (no config.yaml there)"

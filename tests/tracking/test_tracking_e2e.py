@@ -14,7 +14,7 @@ import pytest
 
 from ganflow.run.run import Run
 from ganflow.tracking.runfiles import offline_runs
-from tests.conftest import JOBS, S3_ENV
+from tests.conftest import JOBS, S3_ENV, cli_here
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +68,8 @@ def test_training_run_is_a_wandb_run_and_resumes_into_it(cli, tmp_path):
 
     # the artifact names the checkpoint: sampling through it equals sampling the run
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    cli("sample", f"wandb:ganflow/generator-{run_dir.name}:latest", "--num", "64", "--out", str(a), env=env, check=True)
-    cli("sample", str(run_dir), "--num", "64", "--out", str(b), check=True)
+    cli_here("sample", f"wandb:ganflow/generator-{run_dir.name}:latest", "--num", "64", "--out", str(a), env=env, check=True)
+    cli_here("sample", str(run_dir), "--num", "64", "--out", str(b), check=True)
     assert np.array_equal(np.load(a)["samples"], np.load(b)["samples"])
 
     resumed = cli("train", "--resume", str(run_dir), "train.steps=60", env=env, check=True)
