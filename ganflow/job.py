@@ -27,7 +27,13 @@ from ganflow.store import is_s3
 
 def load_job(path: Optional[str | Path] = None, overrides: Optional[List[str]] = None) -> JobConfig:
     """The job file with its dotted overrides, resolved and checked: one line naming the key otherwise."""
-    return check(resolve(load(path, overrides)))
+    return complete(load(path, overrides))
+
+
+def complete(cfg: JobConfig) -> JobConfig:
+    """A loaded job (`config.load`: its file, fields and sections checked) resolved against the
+    registries and checked across sections: what `load_job` adds to `config.load`."""
+    return check(resolve(cfg))
 
 
 def resolve(cfg: JobConfig) -> JobConfig:

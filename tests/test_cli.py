@@ -53,3 +53,21 @@ def test_an_image_folder_that_is_missing_or_empty_fails_before_ray_starts_and_wr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ganflow: error: config: data.path: ") and str(folder) in lines[0]
     assert "Traceback" not in proc.stderr and not runs.exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["train", "BAD"], ["train", "jobs/ring.yaml", "train.stepz=1"]])
+def test_help_and_a_bad_job_file_answer_without_importing_torch_ray_or_wandb(tmp_path, argv):
+    """What a user types first answers in a fraction of a second: no torch, Ray or W&B imported (1.5 s)."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntrain:\n  steps: [1\n")
+    argv = [str(bad) if a == "BAD" else a for a in argv]
+    code = ("import sys\nfrom ganflow import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'ray', 'wandb', 'boto3') if m in sys.modules), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                          cwd=JOBS.parent)
+    assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
+    if argv[0] == "train" and argv[-1] != "--help":
+        assert proc.stderr.startswith("ganflow: error: config: ")

@@ -3,9 +3,9 @@ name a user gives it (a run, a checkpoint, local or s3://, or a W&B artifact).""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from ganflow.commands.exits import EXIT_FAILURE, EXIT_USAGE, die  # noqa: F401  (the verbs import them from here)
 from ganflow.core.sampling import SampleError
 from ganflow.ray.cluster import RayAddressError
 from ganflow.run.checkpoint import CheckpointError
@@ -15,16 +15,9 @@ from ganflow.store import StorageError
 from ganflow.tracking.artifacts import WANDB_SCHEME, resolve_artifact
 from ganflow.tracking.settings import TrackingError
 
-EXIT_FAILURE, EXIT_USAGE = 1, 2
-
 # What opening a trained run can raise with a message meant for the user: a bad location or
 # checkpoint, storage, a `wandb:` name, a generator the command cannot use, a cluster address of the wrong form.
 RUN_ERRORS = (CheckpointError, SampleError, StorageError, TrackingError, RayAddressError)
-
-
-def die(msg: str, code: int = EXIT_USAGE) -> int:
-    print(f"ganflow: error: {msg}", file=sys.stderr)
-    return code
 
 
 def resolve_location(run_or_checkpoint: str | Path) -> str:

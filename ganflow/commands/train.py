@@ -6,26 +6,18 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from ganflow.commands.common import EXIT_FAILURE, die
-from ganflow.config import ConfigError
+from ganflow.commands.exits import EXIT_FAILURE, die
+from ganflow.config import ConfigError, load
 from ganflow.core.trace import mark
-from ganflow.job import load_job
-from ganflow.metrics.inception import InceptionWeightsError
-from ganflow.ray import driver
-from ganflow.ray.cluster import RayAddressError
-from ganflow.ray.signals import SigtermStop
-from ganflow.run.layout import RunLayout
-from ganflow.run.run import Run
-from ganflow.store import NotFound, S3Options, StorageError
-from ganflow.tracking.settings import TrackingError
-
 
 def _override(overrides: List[str], key: str) -> Optional[str]:
     values = [item.split("=", 1)[1] for item in overrides if item.startswith(key + "=")]
     return values[-1] if values else None
 
 
-def main(args, stop: Optional[SigtermStop] = None) -> int:
+def main(args, stop=None) -> int:
+    """`stop`: the CLI's ganflow.ray.signals.SigtermStop. A bad job file or override exits 2 before
+    torch, Ray or W&B is imported (the heavy imports come after the file is read)."""
     job, overrides = args.job, list(args.overrides)
     if job is not None and "=" in job:  # `ganflow train --resume RUN key=value` has no job file
         job, overrides = None, [job] + overrides
@@ -33,6 +25,10 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
         return die("train needs a JOB.yaml (or --resume RUN)")
     with tempfile.TemporaryDirectory(prefix="ganflow-") as tmp:
         if args.resume is not None and job is None:
+            from ganflow.run.layout import RunLayout
+            from ganflow.run.run import Run
+            from ganflow.store import NotFound, S3Options, StorageError
+
             # the run's own config.yaml, read from wherever the run lives (endpoint: the override
             # if given, else AWS_ENDPOINT_URL); the overrides then apply on top of it
             try:
@@ -46,10 +42,19 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
             job = Path(tmp) / RunLayout.CONFIG
             job.write_text(text)
         try:
-            cfg = load_job(job, overrides)
+            cfg = load(job, overrides)  # YAML, fields, types, each section's own checks
+            from ganflow.job import complete
+
+            cfg = complete(cfg)  # against the registries (models, data, losses, metrics): imports torch
         except ConfigError as err:
             return die(f"config: {err}")
         mark("config")
+        from ganflow.metrics.inception import InceptionWeightsError
+        from ganflow.ray import driver
+        from ganflow.ray.cluster import RayAddressError
+        from ganflow.store import StorageError
+        from ganflow.tracking.settings import TrackingError
+
         try:
             run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop)
         except (StorageError, TrackingError, InceptionWeightsError, RayAddressError) as err:  # raised before any training: storage or W&B unusable

@@ -12,7 +12,6 @@ import sys
 import threading
 from typing import Iterator
 
-from ganflow.store import StorageError
 
 log = logging.getLogger("ganflow.ray")
 
@@ -39,6 +38,8 @@ class SigtermStop:
     def _interrupt(self, signum, frame) -> None:
         # Ray's `jobs stop` kills after a few seconds of grace; mark the run before unwinding
         if self.run is not None:
+            from ganflow.store import StorageError  # here: the CLI installs this before anything heavy is imported
+
             try:
                 self.run.write_status("stopped")
             except StorageError as err:
