@@ -45,9 +45,10 @@ def test_synth_and_score_on_workers_given_a_jobs_api_address_say_so(tmp_path):
 
     ckpt = trained_checkpoint(tmp_path, "quickstart.yaml", steps=1)
     env = {"RAY_ADDRESS": JOBS_API}
-    line = _one_line_exit_2(cli_here("synth", str(ckpt), "--num", "4", "--out", str(tmp_path / "s"), "--workers", "2", env=env))
+    # a process of its own: one that has joined a Ray (the session's, in the test process) keeps it
+    line = _one_line_exit_2(run_cli("synth", str(ckpt), "--num", "4", "--out", str(tmp_path / "s"), "--workers", "2", env=env))
     assert "RAY_ADDRESS http://127.0.0.1:8265: that is a Ray Jobs API" in line and "ganflow synth" in line
-    line = _one_line_exit_2(cli_here("score", str(ckpt), "--data", "digits", "--out", str(tmp_path / "s.csv"),
+    line = _one_line_exit_2(run_cli("score", str(ckpt), "--data", "digits", "--out", str(tmp_path / "s.csv"),
                                     "--workers", "2", env=env))
     assert "ganflow score" in line and not (tmp_path / "s.csv").exists()
 

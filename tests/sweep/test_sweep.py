@@ -179,13 +179,13 @@ def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step
 
 @pytest.mark.slow
 def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials(tmp_path):
-    STEPS, EVERY = 600, 100
+    STEPS, EVERY = 1200, 100  # the second trial's window (1-5 of 12 evaluations) spans several of Tune's 1-s saves
     # Optuna's TPE picks the trials (its state is restored with the sweep's), one at a time
     spec = write_ring_sweep(tmp_path, search="optuna", num_samples=2, max_concurrent_trials=1)
     runs = tmp_path / "runs"
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     # Tune saves its state every second here (10 s at first by default), while the second trial
-    # (6 evaluations) is still training
+    # (12 evaluations) is still training
     driver = subprocess.Popen([sys.executable, "-m", "ganflow.cli", "sweep", str(spec), f"storage.uri={runs}",
                                f"train.steps={STEPS}", f"train.checkpoint_every={EVERY}"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -200,6 +200,8 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trial
                     break
             elif seen and len(lines) > 2:
                 pytest.fail(f"the second trial finished before Tune saved its state ({lines}); make the trials longer")
+            if driver.poll() is not None:
+                pytest.fail(f"the sweep ended before the test saw its second trial part-way ({lines}); make the trials longer")
             time.sleep(0.2)
         else:
             pytest.fail("the sweep never got to its second trial")
