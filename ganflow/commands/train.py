@@ -10,6 +10,7 @@ from ganflow.commands.exits import EXIT_FAILURE, die
 from ganflow.config import ConfigError, load
 from ganflow.core.trace import mark
 
+
 def _override(overrides: List[str], key: str) -> Optional[str]:
     values = [item.split("=", 1)[1] for item in overrides if item.startswith(key + "=")]
     return values[-1] if values else None
