@@ -15,10 +15,21 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 
+def free_ports(n: int) -> list:
+    """`n` distinct free ports: all bound at once, so that the kernel cannot hand one out twice
+    (closing a socket and binding the next can return the same port)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def _node_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -30,10 +41,14 @@ def _node_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return {**env, **(extra or {})}
 
 
-def _ports() -> list:
-    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+_PORT_FLAGS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+               "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+
+
+def _ports(extra: int = 0) -> Tuple[list, list]:
+    """The node's port flags, each a distinct free port, and `extra` more distinct ones."""
+    ports = free_ports(len(_PORT_FLAGS) + extra)
+    return [f"--{flag}={port}" for flag, port in zip(_PORT_FLAGS, ports)], ports[len(_PORT_FLAGS):]
 
 
 def start_node(gcs_address: str, log: Path, num_cpus: int = 1, resources: Optional[Dict[str, float]] = None,
@@ -42,7 +57,7 @@ def start_node(gcs_address: str, log: Path, num_cpus: int = 1, resources: Option
     --address`), with `num_cpus` CPUs and `resources`; returns once the cluster counts it."""
     marker = f"gf-node-{os.urandom(4).hex()}"  # tells this node from an earlier one on the same ports
     cmd = [os.path.join(str(Path(sys.executable).parent), "ray"), "start", f"--address={gcs_address}", "--block",
-           "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", *_ports(), "--disable-usage-stats",
+           "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", *_ports()[0], "--disable-usage-stats",
            f"--resources={json.dumps({**(resources or {}), marker: 1})}"]
     with open(log, "w") as out:
         node = subprocess.Popen(cmd, env=_node_env(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -105,10 +120,10 @@ def start_head(log: Path, num_cpus: int = 2, timeout_s: float = 120, resources: 
     beside any other Ray on the machine."""
     from ganflow.ray.jobs import client
 
-    dashboard, gcs = free_port(), free_port()
+    flags, (dashboard, gcs, client_port) = _ports(extra=3)
     cmd = [os.path.join(str(Path(sys.executable).parent), "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-           f"--ray-client-server-port={free_port()}", *_ports(), f"--num-cpus={num_cpus}", "--disable-usage-stats"]
+           f"--ray-client-server-port={client_port}", *flags, f"--num-cpus={num_cpus}", "--disable-usage-stats"]
     if resources:
         cmd.append(f"--resources={json.dumps(resources)}")
     with open(log, "w") as out:
