@@ -111,7 +111,7 @@ def train(args) -> None:
                 cfg = load_job(ROOT / "jobs" / "quickstart.yaml", [f"train.steps={args.steps}", f"storage.uri={tmp}/runs",
                                                                  *overrides])
                 data, state = build_training(cfg, torch.device("cpu"))
-                batches = batches_for(cfg, data, state.G)
+                batches = batches_for(cfg, data)
                 warm = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=20))
                 fit(warm, state, batches)  # warm-up
                 t = time.perf_counter()

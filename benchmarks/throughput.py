@@ -103,7 +103,7 @@ def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: 
     dev = torch.device(device)
     dataset, state = build_training(cfg, dev)
     hooks = _Windows()
-    fit(cfg, state, batches_for(cfg, dataset, state.G, device=dev), hooks)
+    fit(cfg, state, batches_for(cfg, dataset, device=dev), hooks)
     return statistics.median(hooks.windows[1:])
 
 
@@ -221,7 +221,7 @@ def fit_alone(cfg: config.JobConfig, dataset: Dataset, device: str) -> tuple:
         torch.cuda.reset_peak_memory_stats()
     _, state = build_training(cfg, dev, dataset)
     hooks = _Windows()
-    fit(cfg, state, batches_for(cfg, dataset, state.G, device=dev), hooks)
+    fit(cfg, state, batches_for(cfg, dataset, device=dev), hooks)
     print("ganflow's last log step:", {k: round(v, 4) for k, v in hooks.last.items() if k.startswith(("loss", "penalty", "step"))})
     return statistics.median(hooks.windows[1:]), (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None)
 

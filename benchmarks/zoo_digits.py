@@ -53,7 +53,7 @@ def main() -> None:
         hooks = _StopAfter(args.minutes * 60)
         started = time.perf_counter()
         try:
-            fit(cfg, state, batches_for(cfg, dataset, state.G), hooks)
+            fit(cfg, state, batches_for(cfg, dataset), hooks)
         except _Budget:
             pass
         seconds = time.perf_counter() - started

@@ -18,6 +18,7 @@ from ganflow import data, models
 from ganflow.config import ConfigError, JobConfig, load
 from ganflow.config.load import fail, one_of
 from ganflow.core.augment import AUGMENTATIONS
+from ganflow.core.batch import BatchPlan
 from ganflow.core.gan import PL_BATCH_SHRINK
 from ganflow.core.losses import LOSSES
 from ganflow.core.state import TrainingState
@@ -58,8 +59,28 @@ def resolve(cfg: JobConfig) -> JobConfig:
     )
 
 
+def plans(cfg: JobConfig) -> List[BatchPlan]:
+    """The batch plan of every worker count the job may train on (elastic: each in its range)."""
+    return [BatchPlan.of(cfg.train, n) for n in cfg.scaling.sizes()]
+
+
+def _check_batch(cfg: JobConfig) -> None:
+    s = cfg.scaling
+    problems = [(plan.world, plan.problem()) for plan in plans(cfg)]
+    bad = [n for n, p in problems if p and p[0] == "train.batch_size"]
+    if bad:
+        workers = s.num_workers if isinstance(s.num_workers, int) else list(s.num_workers)
+        span = f"{s.min_workers}-{s.max_workers} workers" if s.elastic else f"{s.min_workers} worker(s)"
+        fail("train.batch_size", f"{cfg.train.batch_size} is not divisible by {', '.join(map(str, bad))} "
+                                 f"(scaling.num_workers={workers} trains on {span}); the global batch splits evenly")
+    for _, problem in problems:
+        if problem:
+            fail(*problem)
+
+
 def check(cfg: JobConfig) -> JobConfig:
     """Cross-section checks, asked of the registries' entries; `cfg` is returned unchanged."""
+    _check_batch(cfg)
     d, m = cfg.data, cfg.model
     one_of("data.name", d.name, tuple(data.DATASETS))
     ds = data.spec(d.name)
@@ -95,13 +116,10 @@ def check(cfg: JobConfig) -> JobConfig:
     if lo.pl_weight and not ms.styles:
         with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
         fail("loss.pl_weight", f"path-length regularisation needs a style space ({' or '.join(with_styles)}); set it to 0 for {m.name}")
-    bad = [n for n in cfg.scaling.sizes() if cfg.train.batch_size % (PL_BATCH_SHRINK * n)]
-    if lo.pl_weight and bad:
-        fail("train.batch_size", f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: {cfg.train.batch_size} must be "
-                                 f"divisible by {PL_BATCH_SHRINK} x {bad[0]} worker(s)")
-    if lo.pl_weight and (cfg.train.batch_per_worker or 0) % PL_BATCH_SHRINK:
-        fail("train.batch_per_worker", f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: make it a multiple "
-                                       f"of {PL_BATCH_SHRINK}, got {cfg.train.batch_per_worker}")
+    for plan in plans(cfg):
+        problem = lo.pl_weight and plan.shrink_problem(PL_BATCH_SHRINK)
+        if problem:
+            fail(problem[0], f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: {problem[1]}")
     if cfg.scaling.sync_batchnorm and (lo.gp_weight or lo.r1_gamma or lo.r2_gamma):
         fail("scaling.sync_batchnorm", "SyncBatchNorm has no double backward, which the gradient penalties "
                                        "(loss.gp_weight, r1_gamma, r2_gamma) need; drop one of them")
@@ -160,9 +178,11 @@ def build_training(cfg: JobConfig, device: torch.device, dataset: Optional[data.
     return dataset, TrainingState.create(cfg, G, D, device)
 
 
-def batches_for(cfg: JobConfig, dataset: data.Dataset, G: torch.nn.Module, rank: int = 0, world: int = 1,
-                device: torch.device | str = "cpu"):
-    """This rank's batches for `fit` (in memory or read from a prepared set), with labels when the
-    generator takes them, mirrored when data.xflip."""
-    return data.dataset_batches(dataset, cfg.train.batch_size, cfg.train.seed, labels=G.num_classes > 0,
-                                rank=rank, world=world, device=device, flip=cfg.data.xflip)
+def batches_for(cfg: JobConfig, dataset: data.Dataset, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
+                shard=None):
+    """This rank's batches for `fit`, from whichever source the data set has (`data.dataset_batches`;
+    `shard`: its part of a streamed data set), with labels when the model takes them, mirrored when
+    data.xflip."""
+    labels = models.generator_classes(cfg.model.name, dataset.num_classes) > 0
+    return data.dataset_batches(dataset, BatchPlan.of(cfg.train, world), cfg.train.seed, labels, rank, device,
+                                flip=cfg.data.xflip, shard=shard)

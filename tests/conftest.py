@@ -218,6 +218,6 @@ def trained_checkpoint(tmp_path, job: str, steps: int = 3, overrides: tuple = ()
 
     cfg = load_job(JOBS / job, ["train.batch_size=32", f"train.steps={steps}", *overrides])
     ds, st = build_training(cfg, torch.device("cpu"))
-    fit(cfg, st, batches_for(cfg, ds, st.G))
+    fit(cfg, st, batches_for(cfg, ds))
     return ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / job.replace(".yaml", ""),
                                  ds.meta)

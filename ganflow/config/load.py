@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganflow.config.schema import (PLACEMENT_STRATEGIES, JobConfig, OptimizerConfig, ScalingConfig, StorageConfig,
+from ganflow.config.schema import (PLACEMENT_STRATEGIES, JobConfig, OptimizerConfig, StorageConfig,
                                    WandbConfig)
 from ganflow.config.secrets import CREDENTIALS_HINT, secret_key_message, secret_keys_in
 
@@ -119,16 +119,8 @@ def check_fields(cfg: JobConfig) -> JobConfig:
 
     s = cfg.scaling
     _check_workers(s.num_workers)
-    bad = [n for n in s.sizes() if t.batch_size % n]
-    if bad:
-        fail("train.batch_size", f"{t.batch_size} is not divisible by {', '.join(map(str, bad))} "
-                                 f"(scaling.num_workers={_plain(s.num_workers)} trains on {_span(s)}); the global batch splits evenly")
-    if t.batch_per_worker is not None:
+    if t.batch_per_worker is not None:  # how the batch splits is core.batch.BatchPlan's (checked in ganflow.job)
         positive("train.batch_per_worker", t.batch_per_worker)
-        bad = [n for n in s.sizes() if (t.batch_size // n) % t.batch_per_worker]
-        if bad:
-            fail("train.batch_per_worker", f"{t.batch_per_worker} does not divide each worker's share of train.batch_size="
-                                           f"{t.batch_size} on {', '.join(map(str, bad))} worker(s)")
     one_of("scaling.placement_strategy", s.placement_strategy, PLACEMENT_STRATEGIES)
     if s.resize_interval_s < 0:
         fail("scaling.resize_interval_s", f"must be >= 0, got {s.resize_interval_s}")
@@ -154,14 +146,6 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if e.reference_samples < 2:
         fail("eval.reference_samples", f"must be >= 2, got {e.reference_samples}")
     return cfg
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, int) else list(value)
-
-
-def _span(s: ScalingConfig) -> str:
-    return f"{s.min_workers}-{s.max_workers} workers" if s.elastic else f"{s.min_workers} worker(s)"
 
 
 def _check_workers(n: Any) -> None:

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ganflow.config import JobConfig
+from ganflow.core.batch import BatchPlan
 from ganflow.core.gan import GANStep, global_sum
 from ganflow.core.state import TrainingState, unwrap
 from ganflow.core.trace import mark
@@ -78,13 +79,13 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
     wrappers of `state.G`/`state.D` under several workers; those themselves by default)."""
     hooks = hooks or Hooks()
     G, D = G or state.G, D or state.D
+    t = cfg.train
     if cfg.train.tf32:  # process-wide, as PyTorch keeps it; off leaves PyTorch's defaults
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     device = next(state.G.parameters()).device
-    stepper = GANStep(cfg, device, unwrap(G).num_classes, cfg.model.nz)
+    stepper = GANStep(cfg, device, unwrap(G).num_classes, BatchPlan.of(t, world), rank)
     stepper.prepare(G, D)
-    t = cfg.train
     fixed = stepper.fixed_latents(t.num_sample_images) if rank == 0 else None
     images_per_step = t.batch_size * stepper.n_critic
     window_start, window_steps = time.perf_counter(), 0
@@ -94,7 +95,7 @@ def fit(cfg: JobConfig, state: TrainingState, batches: Batches, hooks: Optional[
         next_step = state.step + 1
         eval_now, best = eval_due(cfg, next_step), False
         log_now = next_step % t.log_every == 0 or next_step == t.steps or eval_now
-        out = stepper.step(state, G, D, batches, rank, world, want_norms=log_now)
+        out = stepper.step(state, G, D, batches, want_norms=log_now)
         if next_step == first + 1:
             mark("first_step")
         window_steps += 1

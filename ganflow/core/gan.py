@@ -20,12 +20,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ganflow.config import JobConfig
+from ganflow.config import JobConfig, TrainConfig
 from ganflow.core.augment import AdaptiveP, DiffAugment
-from ganflow.core.losses import AdversarialLoss, build_loss, gradient_penalty, path_lengths, r1_penalty, r2_penalty
+from ganflow.core.batch import BatchPlan, share
+from ganflow.core.losses import (AdversarialLoss, Regularisers, build_loss, gradient_penalty, path_lengths, r1_penalty,
+                                 r2_penalty)
 from ganflow.core.rng import (STREAM_AUGMENT, STREAM_FIXED, STREAM_GP, STREAM_LATENT, STREAM_MODEL,
                               STREAM_PL, RowRandom, generator_for, sample_latents)
-from ganflow.core.state import TrainingState, unwrap
+from ganflow.core.state import GANState, TrainingState, unwrap
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PL_DECAY, PL_BATCH_SHRINK = 0.01, 2  # StyleGAN2's path-length EMA and its half-size batch
@@ -65,18 +67,22 @@ def global_sum(value: Tensor) -> float:
 
 
 class Part(NamedTuple):
-    """A slice of the global batch one forward-backward computes: its rows as the `rank`-th of
-    `world` equal slices, and their reals."""
+    """The rows one forward-backward computes: the `index`-th of `count` equal slices of the global
+    batch (a worker's share, or a part of it under gradient accumulation), and their reals."""
 
-    rank: int
-    world: int
+    index: int
+    count: int
     real: Tensor
     real_y: Optional[Tensor]
 
+    def rows(self, total: int) -> slice:
+        """This part's rows of a batch of `total` (the global batch, or path length's half of it)."""
+        return share(total, self.index, self.count)
 
-def _sync_on_last(model: nn.Module, i: int, k: int):
-    """DDP reduces gradients in the backward of the last of `k` parts only (`no_sync` before it)."""
-    if i < k - 1 and isinstance(model, DistributedDataParallel):
+
+def _sync_on_last(model: nn.Module, i: int, n: int):
+    """DDP reduces gradients in the backward of the last of `n` parts only (`no_sync` before it)."""
+    if i < n - 1 and isinstance(model, DistributedDataParallel):
         return model.no_sync()
     return contextlib.nullcontext()
 
@@ -87,27 +93,56 @@ def _mean(outs: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
     return {key: torch.stack([o[key] for o in outs]).mean() for key in outs[0]}
 
 
-class GANStep:
-    """One training step = `n_critic` D phases + one G phase (+ lazy regularisation) + EMA; pure torch."""
+def _scaled(loss: Tensor, n: int) -> Tensor:
+    """A part's loss as its share of the step's mean over `n` parts."""
+    return loss / n if n > 1 else loss
 
-    def __init__(self, cfg: JobConfig, device: torch.device, num_classes: int, nz: int):
-        lo, t = cfg.loss, cfg.train
-        self.loss: AdversarialLoss = build_loss(lo.name)
-        self.gp_weight, self.r1_gamma, self.r2_gamma = lo.gp_weight, lo.r1_gamma, lo.r2_gamma
-        self.d_reg_every, self.g_reg_every = lo.d_reg_every or 1, lo.g_reg_every or 1
-        self.pl_weight = lo.pl_weight or 0.0
-        self.n_critic = lo.n_critic
-        self.augment = DiffAugment(t.augment)
+
+class Augment:
+    """DiffAugment as train.augment and train.augment_p set it: a fixed probability, or StyleGAN2-ADA's
+    adaptive one (kept in `GANState`), moved by the sign of D's logits on reals."""
+
+    def __init__(self, t: TrainConfig):
+        self.diff = DiffAugment(t.augment)
         self.adaptive = AdaptiveP(t.augment_target, t.batch_size) if t.augment_p == "adaptive" else None
         self.fixed_p = None if self.adaptive or t.augment_p == 1.0 else float(t.augment_p)
-        self.autocast_dtype = AUTOCAST_DTYPES[t.precision]
-        self.ema_decay = t.ema_decay
-        self.seed, self.device, self.num_classes, self.nz = t.seed, device, num_classes, nz
         self.global_batch = t.batch_size
-        self.batch_per_worker = t.batch_per_worker
+
+    def __bool__(self) -> bool:
+        return bool(self.diff)
+
+    def __call__(self, x: Tensor, g: Optional[torch.Generator], part: Part, gan: GANState) -> Tensor:
+        if not self.diff:
+            return x
+        p = gan.augment_p if self.adaptive else self.fixed_p
+        return self.diff(x, g, (part.rows(self.global_batch).start, self.global_batch), p)
+
+    def adapt(self, gan: GANState, real_logits: Tensor, index: int) -> None:
+        """Accumulate sign(D(real)) over the global batch; move p after every `AdaptiveP.interval`-th
+        D step (D step `index` counts from 0, so the count of signs is known, never summed)."""
+        gan.ada_sum += global_sum(real_logits.sign().sum())
+        interval = self.adaptive.interval
+        if (index + 1) % interval == 0:
+            gan.augment_p = self.adaptive.update(gan.augment_p, gan.ada_sum, interval * self.global_batch)
+            gan.ada_sum = 0.0
+
+
+class GANStep:
+    """One training step = `n_critic` D phases + one G phase (+ lazy regularisation) + EMA, of
+    worker `rank`'s share of every global batch as `plan` splits it; pure torch."""
+
+    def __init__(self, cfg: JobConfig, device: torch.device, num_classes: int, plan: Optional[BatchPlan] = None,
+                 rank: int = 0):
+        t = cfg.train
+        self.loss: AdversarialLoss = build_loss(cfg.loss.name)
+        self.reg = Regularisers.of(cfg.loss)
+        self.n_critic = cfg.loss.n_critic
+        self.augment = Augment(t)
+        self.plan, self.rank = plan or BatchPlan.of(t, 1), rank
+        self.seed, self.device, self.num_classes, self.nz = t.seed, device, num_classes, cfg.model.nz
+        self.autocast_dtype = AUTOCAST_DTYPES[t.precision]
+        self.ema_decay, self.channels_last, self.compile = t.ema_decay, t.channels_last, t.compile
         self.model_precision = False  # models that place their own low precision (StyleGAN2) are not autocast
-        self.channels_last = t.channels_last
-        self.compile = t.compile
         self._compiled: Dict[int, nn.Module] = {}
 
     def prepare(self, G: nn.Module, D: nn.Module) -> None:
@@ -132,143 +167,108 @@ class GANStep:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _latents(self, stream: int, index: int, rank: int, world: int, total: Optional[int] = None) -> tuple:
-        """This rank's slice of the global batch's latents: 1 worker x B == 2 workers x B/2."""
-        total = total or self.global_batch
-        z, y = sample_latents(total, self.nz, self.num_classes, generator_for(self.device, self.seed, stream, index), self.device)
-        sl = self._rank_slice(rank, world, total)
-        return z[sl], (y[sl] if y is not None else None)
+    def _rng(self, stream: int, *keys: int) -> torch.Generator:
+        return generator_for(self.device, self.seed, stream, *keys)
 
-    def _rank_slice(self, rank: int, world: int, total: Optional[int] = None) -> slice:
-        n = (total or self.global_batch) // world
-        return slice(rank * n, (rank + 1) * n)
+    def _latents(self, stream: int, index: int, rows: slice, total: int) -> tuple:
+        """`rows` of a batch of `total` latents (and labels): 1 worker x B == 2 workers x B/2."""
+        z, y = sample_latents(total, self.nz, self.num_classes, self._rng(stream, index), self.device)
+        return z[rows], (y[rows] if y is not None else None)
 
-    def _rank_rows(self, rank: int, world: int) -> tuple:
-        """The rank slice as DiffAugment takes it: (first row, global batch size)."""
-        return self._rank_slice(rank, world).start, self.global_batch
-
-    def _model_inputs(self, G: nn.Module, index: int, part: int, rank: int, world: int, total: Optional[int] = None) -> dict:
+    def _model_inputs(self, G: nn.Module, index: int, draw: int, rows: slice, total: int) -> dict:
         """Keyword inputs of generators that draw randomness of their own (noise, style mixing)."""
         if not getattr(unwrap(G), "random_inputs", False):
             return {}
-        total = total or self.global_batch
-        g = generator_for(self.device, self.seed, STREAM_MODEL, index, part)
-        return {"rand": RowRandom(g, self._rank_slice(rank, world, total), total)}
+        return {"rand": RowRandom(self._rng(STREAM_MODEL, index, draw), rows, total)}
 
-    def _augment(self, st: TrainingState, x: Tensor, g: Optional[torch.Generator], rank: int, world: int) -> Tensor:
-        if not self.augment:
-            return x
-        p = st.gan.get("augment_p", 0.0) if self.adaptive else self.fixed_p
-        return self.augment(x, g, self._rank_rows(rank, world), p)
-
-    def generate(self, G: nn.Module, index: int, rank: int, world: int, keep_graph: bool) -> tuple:
-        """Fakes for global batch `index`. `keep_graph`: through the (DDP) G with autograd on, so
-        the G phase can backpropagate through the very fakes D just saw (one G forward a step)."""
-        z, y = self._latents(STREAM_LATENT, index, rank, world)
-        kwargs = self._model_inputs(G, index, 0, rank, world)
+    def generate(self, G: nn.Module, index: int, part: Part, keep_graph: bool) -> tuple:
+        """The part's fakes of global batch `index`. `keep_graph`: through the (DDP) G with autograd
+        on, so the G phase can backpropagate through the very fakes D just saw (one G forward a step)."""
+        total = self.plan.global_batch
+        rows = part.rows(total)
+        z, y = self._latents(STREAM_LATENT, index, rows, total)
+        kwargs = self._model_inputs(G, index, 0, rows, total)
         if keep_graph:
             with self._autocast():
                 return self._fast(G)(z, y, **kwargs), y
         with torch.no_grad(), self._autocast():
             return self._fast(unwrap(G))(z, y, **kwargs), y
 
-    def _penalties(self, D: nn.Module, real_in: Tensor, real_y, fake_in: Tensor, fake_y, index: int, rank: int,
-                   world: int, out: Dict[str, Tensor], gp: float = 0.0, r1: float = 0.0, r2: float = 0.0,
-                   logits: Optional[list] = None) -> Tensor:
-        """WGAN-GP, R1 and R2 with these weights (each only when > 0; R1/R2 as gamma/2 x the lazy
-        interval), in fp32: their double backward is where low precision hurts most."""
-        total = torch.zeros((), device=real_in.device)
+    def parts(self, real: Tensor, real_y: Optional[Tensor]) -> List[Part]:
+        """This worker's rows in the plan's parts (one part: its whole share)."""
+        ranks = self.plan.part_ranks(self.rank)
+        if len(ranks) == 1:
+            return [Part(*ranks[0], real, real_y)]
+        m = self.plan.part_rows
+        return [Part(i, count, real[c * m:(c + 1) * m], real_y[c * m:(c + 1) * m] if real_y is not None else None)
+                for c, (i, count) in enumerate(ranks)]
+
+    def _penalties(self, D: nn.Module, real_in: Tensor, real_y, fake_in: Tensor, fake_y, part: Part, index: int,
+                   gp: float = 0.0, r1: float = 0.0, r2: float = 0.0,
+                   logits: Optional[list] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """(weighted sum, each value) of WGAN-GP, R1 and R2 at these weights (each only when > 0),
+        in fp32: their double backward is where low precision hurts most."""
+        total, values = torch.zeros((), device=real_in.device), {}
         if gp > 0:
-            eps = torch.rand(self.global_batch, generator=generator_for(self.device, self.seed, STREAM_GP, index), device=self.device)
-            eps = eps[self._rank_slice(rank, world)]
-            value = gradient_penalty(D, real_in.float(), fake_in.float(), real_y, eps)  # x_hat takes the real labels
-            total = total + gp * value
-            out["penalty/gp"] = value.detach()
+            batch = self.plan.global_batch
+            eps = torch.rand(batch, generator=self._rng(STREAM_GP, index), device=self.device)[part.rows(batch)]
+            values["penalty/gp"] = gradient_penalty(D, real_in.float(), fake_in.float(), real_y, eps)  # x_hat takes the real labels
+            total = total + gp * values["penalty/gp"]
         if r1 > 0:
-            value = r1_penalty(D, real_in.float(), real_y, logits)
-            total = total + r1 * value
-            out["penalty/r1"] = value.detach()
+            values["penalty/r1"] = r1_penalty(D, real_in.float(), real_y, logits)
+            total = total + r1 * values["penalty/r1"]
         if r2 > 0:
-            value = r2_penalty(D, fake_in.float(), fake_y, logits)
-            total = total + r2 * value
-            out["penalty/r2"] = value.detach()
-        return total
-
-    def parts(self, real: Tensor, real_y: Optional[Tensor], rank: int, world: int) -> List[Part]:
-        """This rank's rows as `train.batch_per_worker`-sized parts (one part: the whole share), each
-        with the (rank, world) its rows have as a slice of the global batch."""
-        k = self.accumulate(world)
-        if k == 1:
-            return [Part(rank, world, real, real_y)]
-        m = real.shape[0] // k
-        return [Part(rank * k + c, world * k, real[c * m:(c + 1) * m], real_y[c * m:(c + 1) * m] if real_y is not None else None)
-                for c in range(k)]
-
-    def accumulate(self, world: int) -> int:
-        """Parts a worker computes its share in (gradient accumulation), from train.batch_per_worker."""
-        return (self.global_batch // world) // self.batch_per_worker if self.batch_per_worker else 1
-
-    def _scaled(self, loss: Tensor, k: int) -> Tensor:
-        return loss / k if k > 1 else loss
+            values["penalty/r2"] = r2_penalty(D, fake_in.float(), fake_y, logits)
+            total = total + r2 * values["penalty/r2"]
+        return total, {k: v.detach() for k, v in values.items()}
 
     def d_phase(self, st: TrainingState, D: nn.Module, parts: List[Part], fakes: List[tuple], index: int,
                 want_norms: bool = False) -> Dict[str, Tensor]:
         """One D optimizer step on the parts' reals and fakes (gradients accumulated over the parts,
         reduced across workers once, with the last)."""
         st.opt_d.zero_grad(set_to_none=True)
-        k, outs, reals = len(parts), [], []
-        every_step = self.d_reg_every == 1  # else R1/R2 wait for d_reg_phase; WGAN-GP is never lazy
+        n, outs, reals = len(parts), [], []
+        every_step = not self.reg.d_lazy  # else R1/R2 wait for d_reg_phase; WGAN-GP is never lazy
         for i, (part, (fake, fake_y)) in enumerate(zip(parts, fakes)):
-            aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 0) if self.augment else None
-            with _sync_on_last(D, i, k):
+            aug_g = self._rng(STREAM_AUGMENT, index, 0) if self.augment else None
+            with _sync_on_last(D, i, n):
                 with self._autocast():
-                    real_in = self._augment(st, part.real, aug_g, part.rank, part.world)
-                    fake_in = self._augment(st, fake.detach(), aug_g, part.rank, part.world)
+                    real_in = self.augment(part.real, aug_g, part, st.gan)
+                    fake_in = self.augment(fake.detach(), aug_g, part, st.gan)
                     real_logits = self._fast(D)(real_in, part.real_y)
                     fake_logits = self._fast(D)(fake_in, fake_y)
                     loss = self.loss.d(real_logits.float(), fake_logits.float())
-                out = {"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(),
-                       "d/fake_logit": fake_logits.detach().float().mean()}
-                total = loss + self._penalties(D, real_in, part.real_y, fake_in, fake_y, index, part.rank, part.world, out,
-                                               gp=self.gp_weight, r1=0.5 * self.r1_gamma * every_step,
-                                               r2=0.5 * self.r2_gamma * every_step)
-                st.scaler_d.scale(self._scaled(total, k)).backward()
-            outs.append(out)
+                penalty, values = self._penalties(D, real_in, part.real_y, fake_in, fake_y, part, index,
+                                                  gp=self.reg.gp_weight, r1=0.5 * self.reg.r1_gamma * every_step,
+                                                  r2=0.5 * self.reg.r2_gamma * every_step)
+                st.scaler_d.scale(_scaled(loss + penalty, n)).backward()
+            outs.append({"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(),
+                         "d/fake_logit": fake_logits.detach().float().mean(), **values})
             reals.append(real_logits.detach().float())
         out = _mean(outs)
         norm = _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), want_norms)
         if norm is not None:
             out["grad_norm/d"] = norm
-        if self.adaptive:
-            self._adapt(st, torch.cat(reals), index)
+        if self.augment.adaptive:
+            self.augment.adapt(st.gan, torch.cat(reals), index)
         return out
-
-    def _adapt(self, st: TrainingState, real_logits: Tensor, index: int) -> None:
-        """Accumulate sign(D(real)) over the global batch; move p after every `AdaptiveP.interval`-th
-        D step (D step `index` counts from 0, so the count of signs is known, never summed)."""
-        st.gan["ada_sum"] = st.gan.get("ada_sum", 0.0) + global_sum(real_logits.sign().sum())
-        interval = self.adaptive.interval
-        if (index + 1) % interval == 0:
-            st.gan["augment_p"] = self.adaptive.update(st.gan.get("augment_p", 0.0), st.gan["ada_sum"], interval * self.global_batch)
-            st.gan["ada_sum"] = 0.0
 
     def d_reg_phase(self, st: TrainingState, D: nn.Module, parts: List[Part], fakes: List[tuple], index: int) -> Dict[str, Tensor]:
         """Lazy R1/R2 (StyleGAN2's Dreg): their own forward, backward and optimizer step, x the interval."""
         st.opt_d.zero_grad(set_to_none=True)
-        k, outs = len(parts), []
-        n = self.d_reg_every
+        n, outs = len(parts), []
+        r1, r2 = 0.5 * self.reg.r1_gamma * self.reg.d_every, 0.5 * self.reg.r2_gamma * self.reg.d_every
         for i, (part, (fake, fake_y)) in enumerate(zip(parts, fakes)):
-            aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 2) if self.augment else None
-            out: Dict[str, Tensor] = {}
-            with _sync_on_last(D, i, k):
-                real_in = self._augment(st, part.real, aug_g, part.rank, part.world)
-                fake_in = self._augment(st, fake.detach(), aug_g, part.rank, part.world)
+            aug_g = self._rng(STREAM_AUGMENT, index, 2) if self.augment else None
+            with _sync_on_last(D, i, n):
+                real_in = self.augment(part.real, aug_g, part, st.gan)
+                fake_in = self.augment(fake.detach(), aug_g, part, st.gan)
                 logits: list = []
-                total = self._penalties(D, real_in, part.real_y, fake_in, fake_y, index, part.rank, part.world, out,
-                                        r1=0.5 * self.r1_gamma * n, r2=0.5 * self.r2_gamma * n, logits=logits)
+                total, values = self._penalties(D, real_in, part.real_y, fake_in, fake_y, part, index,
+                                                r1=r1, r2=r2, logits=logits)
                 total = total + sum(l.sum() * 0 for l in logits)  # D's head gets no penalty gradient; DDP needs every parameter in the graph
-                st.scaler_d.scale(self._scaled(total, k)).backward()
-            outs.append(out)
+                st.scaler_d.scale(_scaled(total, n)).backward()
+            outs.append(values)
         _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), False)
         return _mean(outs)
 
@@ -279,21 +279,21 @@ class GANStep:
         time). D is called unwrapped and frozen; a relativistic loss also scores the part's reals."""
         D_frozen = unwrap(D).requires_grad_(False)
         st.opt_g.zero_grad(set_to_none=True)
-        k, losses = len(parts), []
+        n, losses = len(parts), []
         try:
             for i, (part, made) in enumerate(zip(parts, fakes)):
-                aug_g = generator_for(self.device, self.seed, STREAM_AUGMENT, index, 1) if self.augment else None
-                with _sync_on_last(G, i, k):
-                    fake, y = made if made is not None else self.generate(G, index, part.rank, part.world, keep_graph=True)
+                aug_g = self._rng(STREAM_AUGMENT, index, 1) if self.augment else None
+                with _sync_on_last(G, i, n):
+                    fake, y = made if made is not None else self.generate(G, index, part, keep_graph=True)
                     with self._autocast():
-                        logits = self._fast(D_frozen)(self._augment(st, fake, aug_g, part.rank, part.world), y)
+                        logits = self._fast(D_frozen)(self.augment(fake, aug_g, part, st.gan), y)
                         real_logits = None
                         if self.loss.relativistic:
                             with torch.no_grad():
-                                real_logits = self._fast(D_frozen)(self._augment(st, part.real, aug_g, part.rank, part.world),
+                                real_logits = self._fast(D_frozen)(self.augment(part.real, aug_g, part, st.gan),
                                                                    part.real_y).float()
                         loss = self.loss.g(logits.float(), real_logits)
-                    st.scaler_g.scale(self._scaled(loss, k)).backward()
+                    st.scaler_g.scale(_scaled(loss, n)).backward()
                 losses.append(loss.detach())
         finally:
             D_frozen.requires_grad_(True)
@@ -303,11 +303,12 @@ class GANStep:
             out["grad_norm/g"] = norm
         return out
 
-    def _path_lengths(self, G: nn.Module, index: int, rank: int, world: int, total: int) -> Tuple[Tensor, Tensor]:
-        z, y = self._latents(STREAM_PL, index, rank, world, total)
-        noise = RowRandom(generator_for(self.device, self.seed, STREAM_PL, index, 1), self._rank_slice(rank, world, total), total)
+    def _path_lengths(self, G: nn.Module, index: int, part: Part, total: int) -> Tuple[Tensor, Tensor]:
+        rows = part.rows(total)
+        z, y = self._latents(STREAM_PL, index, rows, total)
+        noise = RowRandom(self._rng(STREAM_PL, index, 1), rows, total)
         with self._autocast():
-            images, ws = G(z, y, return_ws=True, **self._model_inputs(G, index, 1, rank, world, total))
+            images, ws = G(z, y, return_ws=True, **self._model_inputs(G, index, 1, rows, total))
         return path_lengths(images.float(), ws, noise.normal(*images.shape[1:], device=images.device)), images
 
     def g_reg_phase(self, st: TrainingState, G: nn.Module, parts: List[Part], index: int) -> Dict[str, Tensor]:
@@ -315,52 +316,50 @@ class GANStep:
         mean follows the global batch's mean length (detached: the reference lets the 1% EMA share
         of the gradient through, which would tie the workers' graphs together). In parts, the
         lengths are measured once for the mean, then again, part by part, for the gradient."""
-        total = self.global_batch // PL_BATCH_SHRINK
-        k = len(parts)
+        total = self.plan.global_batch // PL_BATCH_SHRINK
+        n = len(parts)
         st.opt_g.zero_grad(set_to_none=True)
-        if k == 1:
-            lengths, images = self._path_lengths(G, index, parts[0].rank, parts[0].world, total)
+        if n == 1:
+            lengths, images = self._path_lengths(G, index, parts[0], total)
             batch_sum = global_sum(lengths.sum())
         else:
-            batch_sum = global_sum(sum(self._path_lengths(unwrap(G), index, p.rank, p.world, total)[0].detach().sum() for p in parts))
-        mean = st.gan.get("pl_mean", 0.0)
+            batch_sum = global_sum(sum(self._path_lengths(unwrap(G), index, p, total)[0].detach().sum() for p in parts))
+        mean = st.gan.pl_mean
         mean = mean + PL_DECAY * (batch_sum / total - mean)
-        st.gan["pl_mean"] = mean
+        st.gan.pl_mean = mean
         penalties = []
         for i, part in enumerate(parts):
-            with _sync_on_last(G, i, k):
-                if k > 1:
-                    lengths, images = self._path_lengths(G, index, part.rank, part.world, total)
+            with _sync_on_last(G, i, n):
+                if n > 1:
+                    lengths, images = self._path_lengths(G, index, part, total)
                 penalty = (lengths - mean).square().mean()
                 # images[:, 0, 0, 0] * 0 keeps every parameter in the graph (toRGB biases get no path-length gradient), as DDP needs
-                loss = (images[:, 0, 0, 0] * 0).sum() + penalty * self.pl_weight * self.g_reg_every
-                st.scaler_g.scale(self._scaled(loss, k)).backward()
+                loss = (images[:, 0, 0, 0] * 0).sum() + penalty * self.reg.pl_weight * self.reg.g_every
+                st.scaler_g.scale(_scaled(loss, n)).backward()
             penalties.append(penalty.detach())
         _optimizer_step(st.scaler_g, st.opt_g, unwrap(G), False)
         return {"penalty/pl": torch.stack(penalties).mean(), "penalty/pl_mean": torch.tensor(mean)}
 
-    def step(self, st: TrainingState, G: nn.Module, D: nn.Module, batches, rank: int = 0, world: int = 1,
-             want_norms: bool = False) -> Dict[str, Tensor]:
-        """`batches`: callable batch_index -> (real, labels) for this rank. Advances `st.step` by one."""
+    def step(self, st: TrainingState, G: nn.Module, D: nn.Module, batches, want_norms: bool = False) -> Dict[str, Tensor]:
+        """`batches`: callable batch_index -> (real, labels) for this worker. Advances `st.step` by one."""
         out: Dict[str, Tensor] = {}
-        d_reg_now = self.d_reg_every > 1 and st.step % self.d_reg_every == 0 and (self.r1_gamma > 0 or self.r2_gamma > 0)
-        whole = self.accumulate(world) == 1  # else the G phase makes its fakes part by part
-        for k in range(self.n_critic):
-            index = st.step * self.n_critic + k
-            last = k == self.n_critic - 1
+        whole = self.plan.parts == 1  # else the G phase makes its fakes part by part
+        for c in range(self.n_critic):
+            index = st.step * self.n_critic + c
+            last = c == self.n_critic - 1
             real, real_y = batches(index)
             if self.channels_last and real.dim() == 4:
                 real = real.contiguous(memory_format=torch.channels_last)
-            parts = self.parts(real, real_y, rank, world)
-            fakes = [self.generate(G, index, p.rank, p.world, keep_graph=last and whole) for p in parts]
+            parts = self.parts(real, real_y)
+            fakes = [self.generate(G, index, p, keep_graph=last and whole) for p in parts]
             out = self.d_phase(st, D, parts, fakes, index, want_norms and last)
-            if d_reg_now and last:
+            if last and self.reg.d_due(st.step):
                 out.update(self.d_reg_phase(st, D, parts, fakes, index))
         out.update(self.g_phase(st, G, D, parts, fakes if whole else [None] * len(parts), index, want_norms))
-        if self.pl_weight > 0 and st.step % self.g_reg_every == 0:  # the parts' rows, of its half-size batch
+        if self.reg.g_due(st.step):  # the parts' rows, of its half-size batch
             out.update(self.g_reg_phase(st, G, parts, index))
-        if self.adaptive:
-            out["augment/p"] = torch.tensor(st.gan.get("augment_p", 0.0))
+        if self.augment.adaptive:
+            out["augment/p"] = torch.tensor(st.gan.augment_p)
         if st.G_ema is not None:
             ema_update(st.G_ema, unwrap(G), self.ema_decay, st.step)
         st.step += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -151,3 +151,42 @@ def lazy_ratio(every: int) -> float:
     """Regularising every `every` steps, Adam's lr and betas are rescaled by c = every/(every+1)
     (lr*c, beta**c) so the main loss's effective schedule is unchanged (StyleGAN2 appendix B)."""
     return every / (every + 1) if every > 1 else 1.0
+
+
+@dataclass(frozen=True)
+class Regularisers:
+    """The loss section's regularisers: WGAN-GP (every D step), R1/R2 on D and path length on G,
+    each either every step (N = 1, joined to the main loss) or lazily, every N > 1 steps, as a phase
+    of its own scaled by N (StyleGAN2)."""
+
+    gp_weight: float = 0.0
+    r1_gamma: float = 0.0
+    r2_gamma: float = 0.0
+    d_every: int = 1
+    pl_weight: float = 0.0
+    g_every: int = 1
+
+    @classmethod
+    def of(cls, lo) -> "Regularisers":
+        """From a resolved LossConfig (`ganflow.job.resolve` fills the model's intervals and weights)."""
+        return cls(lo.gp_weight, lo.r1_gamma, lo.r2_gamma, lo.d_reg_every, lo.pl_weight, lo.g_reg_every)
+
+    @property
+    def d_lazy(self) -> bool:
+        return (self.r1_gamma > 0 or self.r2_gamma > 0) and self.d_every > 1
+
+    @property
+    def g_lazy(self) -> bool:
+        return self.pl_weight > 0 and self.g_every > 1
+
+    def d_due(self, step: int) -> bool:
+        """Whether step `step` (from 0) has a lazy R1/R2 phase."""
+        return self.d_lazy and step % self.d_every == 0
+
+    def g_due(self, step: int) -> bool:
+        """Whether step `step` (from 0) has a path-length phase."""
+        return self.pl_weight > 0 and step % self.g_every == 0
+
+    def lr_scales(self) -> Tuple[float, float]:
+        """(G's, D's) optimizer rescaling for the regularisers that run lazily (`lazy_ratio`)."""
+        return (lazy_ratio(self.g_every) if self.g_lazy else 1.0, lazy_ratio(self.d_every) if self.d_lazy else 1.0)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ganflow.config import JobConfig, OptimizerConfig
-from ganflow.core.losses import lazy_ratio
+from ganflow.core.losses import Regularisers
 
 
 @dataclass(frozen=True)
@@ -49,22 +49,35 @@ OPTIMIZERS = {
 
 
 def build_optimizer(cfg: OptimizerConfig, params, scale: float = 1.0) -> torch.optim.Optimizer:
-    """`scale` < 1: lazy regularisation's rescaling, lr * c and betas ** c (see `lazy_scales`)."""
+    """`scale` < 1: lazy regularisation's rescaling, lr * c and betas ** c (see `Regularisers.lr_scales`)."""
     if scale != 1.0:
         cfg = dataclasses.replace(cfg, lr=cfg.lr * scale, betas=[b**scale for b in cfg.betas])
     return OPTIMIZERS[cfg.name](params, cfg)
 
 
-def lazy_scales(cfg: JobConfig) -> Tuple[float, float]:
-    """(G's, D's) optimizer rescaling for the regularisers that run lazily, every N > 1 steps."""
-    lo = cfg.loss
-    d_lazy = (lo.r1_gamma > 0 or lo.r2_gamma > 0) and (lo.d_reg_every or 1) > 1
-    g_lazy = bool(lo.pl_weight) and (lo.g_reg_every or 1) > 1
-    return (lazy_ratio(lo.g_reg_every) if g_lazy else 1.0, lazy_ratio(lo.d_reg_every) if d_lazy else 1.0)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+@dataclass
+class GANState:
+    """The GAN step's running values, which a resume restores: adaptive augmentation's p and its sum
+    of sign(D(real)) since p last moved, and the path-length regulariser's running mean."""
+
+    augment_p: float = 0.0
+    ada_sum: float = 0.0
+    pl_mean: float = 0.0
+
+    def state_dict(self) -> Dict[str, float]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, sd: Dict[str, float]) -> "GANState":
+        """A checkpoint's values; a value the checkpoint predates (or its step never used) starts fresh."""
+        unknown = set(sd) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"checkpoint: unknown GAN step values {sorted(unknown)}")
+        return cls(**{k: float(v) for k, v in sd.items()})
 
 
 @dataclass
@@ -80,7 +93,7 @@ class TrainingState:
     scaler_d: torch.amp.GradScaler
     step: int = 0
     lr_scale: Tuple[float, float] = (1.0, 1.0)  # lazy regularisation's (G, D) rescaling of the configured rates
-    gan: Dict[str, float] = field(default_factory=dict)  # the GAN step's running values (augment p, path-length mean)
+    gan: GANState = field(default_factory=GANState)
 
     @classmethod
     def create(cls, cfg: JobConfig, G: nn.Module, D: nn.Module, device: torch.device) -> "TrainingState":
@@ -89,7 +102,7 @@ class TrainingState:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.train.ema_decay > 0 else None
         fp16 = cfg.train.precision == "fp16"
-        scale_g, scale_d = lazy_scales(cfg)
+        scale_g, scale_d = Regularisers.of(cfg.loss).lr_scales()
         return cls(
             G=G,
             D=D,
@@ -117,7 +130,7 @@ class TrainingState:
             "scaler_d": self.scaler_d.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "step": self.step,
-            "gan": dict(self.gan),
+            "gan": self.gan.state_dict(),
         }
 
     def load_state_dict(self, sd: Dict) -> None:
@@ -133,7 +146,7 @@ class TrainingState:
             self.scaler_d.load_state_dict(sd["scaler_d"])
         torch.set_rng_state(sd["rng"]["torch"])
         self.step = int(sd["step"])
-        self.gan = dict(sd.get("gan") or {})
+        self.gan = GANState.from_state_dict(sd.get("gan", {}))  # checkpoints of ganflow 0.1.0 have none
 
     def set_lr(self, lr_g: float, lr_d: float) -> None:
         """Re-apply the configured learning rates; an optimizer state load would otherwise restore old ones."""

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from ganflow.config import ConfigError, DataConfig
+from ganflow.core.batch import BatchPlan
 from ganflow.core.rng import STREAM_BATCHES, STREAM_XFLIP, rng_seed
 from ganflow.core.state import DataMeta
 
@@ -124,18 +125,14 @@ def select_classes(dataset: Dataset, keep: list) -> Dataset:
 
 
 class BatchSampler:
-    """Global batches drawn without replacement, epoch by epoch; each rank takes its slice.
+    """Global batches drawn without replacement, epoch by epoch; each rank takes its share (`BatchPlan.rows`).
 
     Each epoch's permutation is drawn on the CPU (the same order on any device) and copied to
     `device` once, so a step's indices are a slice on the device: no host sync per step."""
 
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 device: torch.device | str = "cpu"):
-        if global_batch % world_size:
-            raise ValueError("global batch must divide by the world size")
-        self.n, self.batch, self.seed = n, global_batch, seed
-        self.local = global_batch // world_size
-        self.rank = rank
+    def __init__(self, n: int, plan: BatchPlan, seed: int, rank: int = 0, device: torch.device | str = "cpu"):
+        self.n, self.batch, self.seed = n, plan.global_batch, seed
+        self.rows = plan.rows(rank)
         self.device = torch.device(device)
         self._perms: Dict[int, torch.Tensor] = {}
 
@@ -150,8 +147,8 @@ class BatchSampler:
 
     def indices(self, batch_index: int) -> torch.Tensor:
         """This rank's sample indices for global batch number `batch_index` (on `device`)."""
-        pos = batch_index * self.batch + self.rank * self.local
-        end, parts = pos + self.local, []
+        pos = batch_index * self.batch + self.rows.start
+        end, parts = batch_index * self.batch + self.rows.stop, []
         while pos < end:  # a batch may straddle epochs (or several, for tiny data sets)
             epoch, offset = divmod(pos, self.n)
             take = min(end - pos, self.n - offset)
@@ -160,20 +157,19 @@ class BatchSampler:
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def xflip(x: torch.Tensor, seed: int, index: int, global_batch: int, rank: int) -> torch.Tensor:
+def xflip(x: torch.Tensor, seed: int, index: int, plan: BatchPlan, rank: int) -> torch.Tensor:
     """Half the images of global batch `index` mirrored left-right: which ones is drawn for the whole
-    global batch from (seed, STREAM_XFLIP, index), and this rank takes its slice."""
+    global batch from (seed, STREAM_XFLIP, index), and this rank takes its rows."""
     g = torch.Generator().manual_seed(rng_seed(seed, STREAM_XFLIP, index))
-    local = len(x)
-    flip = (torch.rand(global_batch, generator=g) < 0.5)[rank * local:(rank + 1) * local].to(x.device)
+    flip = (torch.rand(plan.global_batch, generator=g) < 0.5)[plan.rows(rank)].to(x.device)
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
-def in_memory_batches(dataset: Dataset, global_batch: int, seed: int, labels: bool, rank: int = 0, world: int = 1,
+def in_memory_batches(dataset: Dataset, plan: BatchPlan, seed: int, labels: bool, rank: int = 0,
                       device: torch.device | str = "cpu"):
     """`batches(index)` -> this rank's (images, labels or None) of global batch `index`, from a data
     set held in memory (copied to `device` once). `labels`: the model takes them."""
-    sampler = BatchSampler(len(dataset), global_batch, seed, rank, world, device)
+    sampler = BatchSampler(len(dataset), plan, seed, rank, device)
     x = dataset.x.to(device)
     y = dataset.y.to(device) if labels else None
 
@@ -184,20 +180,11 @@ def in_memory_batches(dataset: Dataset, global_batch: int, seed: int, labels: bo
     return batches
 
 
-def dataset_batches(dataset: Dataset, global_batch: int, seed: int, labels: bool, rank: int = 0, world: int = 1,
-                    device: torch.device | str = "cpu", flip: bool = False):
-    """This rank's `batches(index)` of a data set in memory or prepared (read image by image), with
-    seeded horizontal flips when `flip`; the same global batches for any number of workers."""
-    if dataset.source is not None:
-        sampler = BatchSampler(len(dataset), global_batch, seed, rank, world)
-        batches = dataset.source.batches(sampler, dataset.rows, dataset.y if labels else None, device)
-    else:
-        batches = in_memory_batches(dataset, global_batch, seed, labels, rank, world, device)
-    if not flip:
-        return batches
+def flipped(batches, seed: int, plan: BatchPlan, rank: int):
+    """`batches` with seeded horizontal flips (data.xflip), the same rows for any number of workers."""
 
-    def flipped(index: int):
+    def flipped_batches(index: int):
         x, y = batches(index)
-        return xflip(x, seed, index, global_batch, rank), y
+        return xflip(x, seed, index, plan, rank), y
 
-    return flipped
+    return flipped_batches

@@ -1,15 +1,16 @@
 """A folder of PNG/JPEG images; class subfolders, when every image sits in one, become labels.
 
 A local folder is decoded once into memory (fast for the sizes a folder on one disk holds). An
-`s3://bucket/prefix` is streamed: Ray Data's `read_images` reads it through the job's S3 settings,
-Ray Train splits the stream so each worker reads a disjoint shard of every epoch, and no worker
-ever holds the whole set. Both paths crop and resize the same way (centre square, Lanczos).
+`s3://bucket/prefix` is streamed: Ray Data reads it (`ganflow.ray.stream`), Ray Train splits the
+stream so each worker reads a disjoint shard of every epoch, and no worker ever holds the whole
+set; `StreamedBatches` turns a shard into batches. Both paths crop and resize the same way
+(`square_resize`: centre square, Lanczos).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from ganflow.config import ConfigError, DataConfig
 from ganflow.core.rng import rng_seed
 from ganflow.data.dataset import Dataset, register
 from ganflow.store import S3Options, StorageError, is_s3
-from ganflow.store.s3 import S3Store, pyarrow_s3
+from ganflow.store.s3 import S3Store
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -118,33 +119,12 @@ def streamed_dataset(cfg: DataConfig, size: int, classes: List[str]) -> Dataset:
                    size=size, classes=classes)
 
 
-def ray_dataset(cfg: DataConfig, options: S3Options, classes: List[str]):
-    """The Ray Data stream of an s3:// image folder: decoded, cropped and resized in Ray Data's
-    tasks, labelled from the class folder, in a shuffled file order."""
-    import ray.data
-
-    channels, resolution = cfg.channels or 3, cfg.resolution
-    index = {c: i for i, c in enumerate(classes)}
-
-    def prepare(row: Dict) -> Dict:
-        from PIL import Image
-
-        image = square_resize(Image.fromarray(row["image"]), resolution, channels)
-        label = index[row["path"].rsplit("/", 2)[-2]] if index else -1
-        return {"image": image, "label": label, "path": row["path"]}
-
-    path = cfg.path.removeprefix("s3://").rstrip("/")
-    ds = ray.data.read_images(path, filesystem=pyarrow_s3(options), mode="L" if channels == 1 else "RGB",
-                              include_paths=True, shuffle="files", file_extensions=[s[1:] for s in IMAGE_SUFFIXES])
-    return ds.map(prepare)
-
-
 class StreamedBatches:
     """This worker's batches from its shard of the stream, epoch after epoch (`batches(index)` in
     the training loop; batches come in stream order, the index only counts them)."""
 
-    def __init__(self, shard, local_batch: int, seed: int, device: torch.device):
-        self.shard, self.local_batch, self.seed, self.device = shard, local_batch, seed, device
+    def __init__(self, shard, local_batch: int, seed: int, device: torch.device, labels: bool):
+        self.shard, self.local_batch, self.seed, self.device, self.labels = shard, local_batch, seed, device, labels
         self.epoch, self.paths = 0, []
         self._it = self._batches()
 
@@ -165,6 +145,5 @@ class StreamedBatches:
         self.paths = [str(p) for p in batch["path"]]
         x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device, non_blocking=True)
         x = x.float() / 127.5 - 1
-        labels = batch["label"]
-        y = torch.from_numpy(labels.astype(np.int64)).to(self.device) if labels.size and labels[0] >= 0 else None
+        y = torch.from_numpy(batch["label"].astype(np.int64)).to(self.device) if self.labels else None
         return x, y

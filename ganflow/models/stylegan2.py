@@ -25,6 +25,7 @@ from torch import nn
 
 from ganflow.config import JobConfig, ModelConfig
 from ganflow.config.load import fail
+from ganflow.core.batch import BatchPlan
 from ganflow.models.registry import register
 
 SQRT2 = math.sqrt(2)
@@ -332,12 +333,11 @@ def check_stylegan2(cfg: JobConfig) -> None:
     r, m = cfg.data.resolution, cfg.model
     if r < 8:
         fail("data.resolution", f"model.name=stylegan2 needs at least 8 px, got {r}")
-    chunk = cfg.train.batch_per_worker
     for n in cfg.scaling.sizes():
-        per_worker = chunk or cfg.train.batch_size // n
-        if per_worker % m.mbstd_group:
-            what = "train.batch_per_worker" if chunk else f"train.batch_size / {n} worker(s)"
-            fail("model.mbstd_group", f"must divide each worker's batch ({per_worker} = {what}), "
+        rows = BatchPlan.of(cfg.train, n).part_rows  # what one D forward sees
+        if rows % m.mbstd_group:
+            what = "train.batch_per_worker" if cfg.train.batch_per_worker else f"train.batch_size / {n} worker(s)"
+            fail("model.mbstd_group", f"must divide each worker's batch ({rows} = {what}), "
                                       f"so the groups are the same for any number of workers; got {m.mbstd_group}")
 
 

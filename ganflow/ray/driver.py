@@ -13,7 +13,7 @@ from typing import Optional
 from ganflow.config import JobConfig, from_dict, redact
 from ganflow.core.trace import mark
 from ganflow import data
-from ganflow.data.images import ray_dataset
+from ganflow.ray.stream import ray_dataset
 from ganflow.metrics.scoring import check_extractor
 from ganflow.ray.cluster import check_fits_local_ray, driver_address, ensure_ray
 from ganflow.ray.signals import SigtermStop

@@ -21,7 +21,7 @@ from ganflow.core.fit import Hooks, Preempted, fit
 from ganflow.core.state import DataMeta, TrainingState, unwrap
 from ganflow.core.trace import mark, on_first_call
 from ganflow.core.visual import grid_png, scatter_png
-from ganflow.data.images import StreamedBatches, streamed_dataset
+from ganflow.data.images import streamed_dataset
 from ganflow.job import batches_for, build_training
 from ganflow.metrics.scoring import PeriodicEval
 from ganflow.ray.signals import PreemptWatch
@@ -206,11 +206,8 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
         G = ray.train.torch.prepare_model(G, move_to_device=False)  # DDP when world > 1
         D = ray.train.torch.prepare_model(D, move_to_device=False)
         state.G, state.D = unwrap(G), unwrap(D)
-        if dataset.streamed:  # this worker's shard of the Ray Data stream
-            batches = StreamedBatches(ray.train.get_dataset_shard("train"), cfg.train.batch_size // world,
-                                      cfg.train.seed, device)
-        else:
-            batches = batches_for(cfg, dataset, state.G, rank, world, device)
+        shard = ray.train.get_dataset_shard("train") if dataset.streamed else None  # this worker's part of the stream
+        batches = batches_for(cfg, dataset, rank, world, device, shard)
         hooks = WorkerHooks(cfg, run, state, dataset.meta, rank, world, tracker, evaluation, progress, nodes, preempt)
         mark("setup")
         fit(cfg, state, on_first_call("first_batch", batches), hooks, rank=rank, world=world, G=G, D=D)

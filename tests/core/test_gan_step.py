@@ -20,7 +20,7 @@ def setup(*overrides):
     cfg = load_job(None, SMALL + list(overrides))
     ds, st = build_training(cfg, CPU)
     classes = st.G.num_classes  # what the model takes, as training decides it
-    step = GANStep(cfg, CPU, classes, cfg.model.nz)
+    step = GANStep(cfg, CPU, classes)
     seen = []
 
     def batches(i):
@@ -35,8 +35,8 @@ def test_d_phase_leaves_g_alone_and_g_phase_leaves_d_alone():
     _, st, step, batches, _ = setup()
     g0 = {k: v.clone() for k, v in st.G.named_parameters()}
     d0 = {k: v.clone() for k, v in st.D.named_parameters()}
-    fake, y = step.generate(st.G, 0, 0, 1, keep_graph=True)
-    parts = step.parts(*batches(0), 0, 1)
+    parts = step.parts(*batches(0))
+    fake, y = step.generate(st.G, 0, parts[0], keep_graph=True)
     step.d_phase(st, st.D, parts, [(fake, y)], index=0)
     assert all(torch.equal(v, dict(st.G.named_parameters())[k]) for k, v in g0.items())
     assert any(not torch.equal(v, dict(st.D.named_parameters())[k]) for k, v in d0.items())
@@ -85,7 +85,7 @@ def fitted(*overrides, precision=None, state=None):
     if state is not None:
         st.load_state_dict(state)
     hooks = Recorder()
-    fit(cfg, st, batches_for(cfg, ds, st.G), hooks)
+    fit(cfg, st, batches_for(cfg, ds), hooks)
     return st, hooks
 
 

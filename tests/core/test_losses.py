@@ -93,12 +93,12 @@ def test_path_length_is_the_norm_of_the_jacobian_transpose_times_the_scaled_nois
 def test_lazy_r1_is_scaled_by_its_interval_and_adam_by_every_over_every_plus_one():
     assert (lazy_ratio(16), lazy_ratio(4), lazy_ratio(1)) == (16 / 17, 4 / 5, 1.0)
     cfg = load_job(None, ["loss.r1_gamma=2", "loss.d_reg_every=4"])
-    step = GANStep(cfg, torch.device("cpu"), 0, cfg.model.nz)
+    step = GANStep(cfg, torch.device("cpu"), 0)
     D = Linear([1.0, -2.0])
     opt = torch.optim.SGD(D.parameters(), lr=1.0)
     st = TrainingState(G=nn.Linear(1, 1), D=D, G_ema=None, opt_g=opt, opt_d=opt, scaler_g=torch.amp.GradScaler("cpu", enabled=False),
                        scaler_d=torch.amp.GradScaler("cpu", enabled=False))
-    out = step.d_reg_phase(st, D, step.parts(torch.randn(64, 2), None, 0, 1), [(torch.randn(64, 2), None)], 0)
+    out = step.d_reg_phase(st, D, step.parts(torch.randn(64, 2), None), [(torch.randn(64, 2), None)], 0)
     assert out["penalty/r1"].item() == pytest.approx(5.0)  # ||w||^2
     # gamma/2 x interval x d/dw ||w||^2 = 1 x 4 x 2w, taken in one SGD step of lr 1
     assert D.w.detach().tolist() == pytest.approx((torch.tensor([1.0, -2.0]) * (1 - 8)).tolist())

@@ -51,7 +51,7 @@ def first_losses(job: str, overrides: List[str], steps: int) -> List[List[float]
                                           "train.checkpoint_every=1000", *overrides])
     dataset, state = build_training(cfg, torch.device("cpu"))
     hooks = _Losses()
-    fit(cfg, state, batches_for(cfg, dataset, state.G), hooks)
+    fit(cfg, state, batches_for(cfg, dataset), hooks)
     return hooks.seen
 
 

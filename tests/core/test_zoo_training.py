@@ -59,14 +59,14 @@ class _Log(Hooks):
 def _train(cfg, rank: int = 0, world: int = 1, steps: int = STEPS, state=None):
     dataset, fresh = build_training(cfg, CPU)
     if state is None and cfg.train.augment_p == "adaptive":
-        fresh.gan["augment_p"] = 0.5  # from 0 p would stay 0 while D does not overfit: start where half the images augment
+        fresh.gan.augment_p = 0.5  # from 0 p would stay 0 while D does not overfit: start where half the images augment
     state = state or fresh
     G, D = state.G, state.D
     if world > 1:
         G, D = DistributedDataParallel(state.G), DistributedDataParallel(state.D)
     hooks = _Log()
     cfg = cfg.__class__(**{**cfg.__dict__, "train": cfg.train.__class__(**{**cfg.train.__dict__, "steps": steps})})
-    fit(cfg, state, batches_for(cfg, dataset, state.G, rank, world), hooks, rank=rank, world=world, G=G, D=D)
+    fit(cfg, state, batches_for(cfg, dataset, rank, world), hooks, rank=rank, world=world, G=G, D=D)
     return state, hooks.rows
 
 

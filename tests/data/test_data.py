@@ -8,26 +8,27 @@ import torch
 from PIL import Image
 
 from ganflow import config
+from ganflow.core.batch import BatchPlan
 from ganflow.data import BatchSampler, build_dataset
 
 
 def test_sampler_splits_the_global_batch_across_ranks():
-    one = BatchSampler(100, 8, seed=3)
-    two = [BatchSampler(100, 8, seed=3, rank=r, world_size=2) for r in range(2)]
+    one = BatchSampler(100, BatchPlan(8), seed=3)
+    two = [BatchSampler(100, BatchPlan(8, 2), seed=3, rank=r) for r in range(2)]
     for b in range(30):  # crosses epoch boundaries (100 is not a multiple of 8)
         assert torch.equal(one.indices(b), torch.cat([s.indices(b) for s in two]))
 
 
 def test_sampler_visits_every_sample_once_per_epoch_and_is_deterministic():
-    s = BatchSampler(64, 16, seed=1)
+    s = BatchSampler(64, BatchPlan(16), seed=1)
     first_epoch = torch.cat([s.indices(b) for b in range(4)])
     assert sorted(first_epoch.tolist()) == list(range(64))
-    assert torch.equal(BatchSampler(64, 16, seed=1).indices(2), s.indices(2))
-    assert not torch.equal(BatchSampler(64, 16, seed=2).indices(2), s.indices(2))
+    assert torch.equal(BatchSampler(64, BatchPlan(16), seed=1).indices(2), s.indices(2))
+    assert not torch.equal(BatchSampler(64, BatchPlan(16), seed=2).indices(2), s.indices(2))
 
 
 def test_sampler_batch_larger_than_the_data_set_spans_whole_epochs():
-    s = BatchSampler(10, 24, seed=0)
+    s = BatchSampler(10, BatchPlan(24), seed=0)
     first = s.indices(0)
     assert len(first) == 24
     assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:20].tolist()) == list(range(10))

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ganflow.config import ConfigError, DataConfig
+from ganflow.core.batch import BatchPlan
 from ganflow.data import build_dataset, dataset_batches
 from ganflow.data.images import square_resize
 from ganflow.data.prepare import Settings, Source, finish, list_source
@@ -226,21 +227,21 @@ def test_batches_are_the_same_global_batches_for_one_and_two_workers_and_a_pure_
     cfg = DataConfig(name="prepared", path=str(prepared), resolution=16, classes=["bees", "cats"])
     data = build_dataset(cfg)
     assert len(data) == 2 * PER_CLASS and data.num_classes == 2
-    one = dataset_batches(data, 32, seed=3, labels=True, flip=True)
-    halves = [dataset_batches(data, 32, seed=3, labels=True, rank=r, world=2, flip=True) for r in (0, 1)]
+    one = dataset_batches(data, BatchPlan(32), seed=3, labels=True, flip=True)
+    halves = [dataset_batches(data, BatchPlan(32, 2), seed=3, labels=True, rank=r, flip=True) for r in (0, 1)]
     for step in (0, 1, 6, 7, 13):  # 200 images, 32 a batch: steps 6 and 12 straddle epochs
         x, y = one(step)
         parts = [h(step) for h in halves]
         torch.testing.assert_close(x, torch.cat([p[0] for p in parts]), rtol=0, atol=0)
         assert torch.equal(y, torch.cat([p[1] for p in parts]))
         assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
-    plain_steps = [dataset_batches(data, 32, seed=3, labels=True)(s)[0] for s in range(3)]
-    ahead = dataset_batches(data, 32, seed=3, labels=True)
+    plain_steps = [dataset_batches(data, BatchPlan(32), seed=3, labels=True)(s)[0] for s in range(3)]
+    ahead = dataset_batches(data, BatchPlan(32), seed=3, labels=True)
     ahead.prefetch = True  # as on a GPU: the next batch read in a thread while this one trains
     assert all(torch.equal(ahead(s)[0], plain_steps[s]) for s in range(3))
-    resumed = dataset_batches(data, 32, seed=3, labels=True, flip=True)  # a restarted worker, at step 7
+    resumed = dataset_batches(data, BatchPlan(32), seed=3, labels=True, flip=True)  # a restarted worker, at step 7
     assert torch.equal(resumed(7)[0], one(7)[0])
-    plain = dataset_batches(data, 32, seed=3, labels=True, flip=False)(7)[0]
+    plain = dataset_batches(data, BatchPlan(32), seed=3, labels=True, flip=False)(7)[0]
     flipped = (one(7)[0] != plain).flatten(1).any(1)
     assert torch.equal(one(7)[0][flipped], plain[flipped].flip(3)) and 0 < flipped.sum() < 32
     full = build_dataset(DataConfig(name="prepared", path=str(prepared), resolution=16))
@@ -275,10 +276,11 @@ def test_config_mismatches_with_the_prepared_set_name_the_field(prepared):
 
 RSS_SCRIPT = """
 import resource, sys, torch
+from ganflow.core.batch import BatchPlan
 from ganflow.data import build_dataset, dataset_batches
 from ganflow.config import DataConfig
 data = build_dataset(DataConfig(name="prepared", path=sys.argv[1], resolution=64, cache_mb=16))
-batches = dataset_batches(data, 256, seed=0, labels=False)
+batches = dataset_batches(data, BatchPlan(256), seed=0, labels=False)
 batches(0)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 for step in range(1, 2 * len(data) // 256):  # every image, twice

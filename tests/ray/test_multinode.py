@@ -110,7 +110,7 @@ def straight() -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a 1-CPU Ray worker
     try:
-        fit(cfg, state, batches_for(cfg, dataset, state.G), Snapshots())
+        fit(cfg, state, batches_for(cfg, dataset), Snapshots())
     finally:
         torch.set_num_threads(threads)
     return states

@@ -20,7 +20,7 @@ def _trained_state(overrides=(), steps=2):
     cfg = load_job(None, ["data.resolution=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8", f"train.steps={steps}",
                           *overrides])
     ds, st = build_training(cfg, torch.device("cpu"))
-    fit(cfg, st, batches_for(cfg, ds, st.G))
+    fit(cfg, st, batches_for(cfg, ds))
     return cfg, st
 
 
