@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ganflow.core.fit import Hooks, fit
-from ganflow.core.visual import grid_png
+from ganflow.present.pictures import grid_png
 from ganflow.job import batches_for, build_training, load_job
 from ganflow.metrics.scoring import score
 

@@ -1,4 +1,5 @@
-"""The package's floor plan (README "Code map"): imports point only down, and no module circle.
+"""The package's floor plan (README "Code map"): imports point only down, no module circle, and Ray
+only where Ray's plumbing lives.
 
 Every `import` in ganflow/ is read with `ast`, those inside functions too (a lazy import is still
 a dependency). A module may import its own package and the layers below its own; packages that
@@ -18,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ganflow"
 # lowest first; README.md's "Code map" describes the same floors
 LAYERS = {
     "config": 0,
-    "core": 1, "store": 1,
+    "core": 1, "store": 1, "present": 1,
     "data": 2, "models": 2,
     "metrics": 3, "run": 3,
     "job": 4, "tracking": 4,
@@ -45,6 +46,21 @@ def _imports(path: Path) -> Set[str]:
                 candidate = f"{node.module}.{a.name}"
                 found.add(candidate if _exists(candidate) else node.module)
     return found
+
+
+# third-party packages and the ganflow packages that alone may import them
+CONFINED = {"ray": {"ray", "sweep", "commands"}}
+
+
+def _third_party(path: Path) -> Set[str]:
+    """The top-level packages other than ganflow that `path` imports, anywhere in it."""
+    found: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found - {"ganflow"}
 
 
 def _exists(module: str) -> bool:
@@ -76,6 +92,16 @@ def test_imports_point_only_down():
             if LAYERS[there] >= LAYERS[here]:
                 upward.append(f"{module} -> {target} ({here}: {LAYERS[here]}, {there}: {LAYERS[there]})")
     assert not upward, "imports that do not point down:\n" + "\n".join(sorted(upward))
+
+
+def test_ray_is_imported_only_under_ray_sweep_and_commands():
+    """core.fit, the GAN step, the data, the run layout: Ray-free, so tests and benchmarks run them as they are."""
+    stray = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        floor = _floor(_module_name(path))
+        stray += [f"{_module_name(path)} imports {pkg}" for pkg in sorted(_third_party(path))
+                  if pkg in CONFINED and floor not in CONFINED[pkg]]
+    assert not stray, "imports outside their layers:\n" + "\n".join(stray)
 
 
 def test_no_import_circle():
@@ -110,3 +136,7 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
         test_imports_point_only_down()
     with pytest.raises(pytest.fail.Exception, match="import circle"):
         test_no_import_circle()
+    (fake / "core").mkdir()
+    (fake / "core" / "fit.py").write_text("def f():\n    import ray.train\n")
+    with pytest.raises(AssertionError, match="ganflow.core.fit imports ray"):
+        test_ray_is_imported_only_under_ray_sweep_and_commands()

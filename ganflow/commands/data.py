@@ -12,7 +12,7 @@ from typing import Optional
 
 from ganflow.commands.common import die
 from ganflow.config import ConfigError
-from ganflow.core.progress import Progress
+from ganflow.present.progress import Progress
 from ganflow.data.prepare import PrepareError, Settings, ShardWriter, begin, finish, list_source, plan
 from ganflow.data.prepared import MANIFEST
 from ganflow.metrics.inception import InceptionWeightsError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ganflow.commands.common import RUN_ERRORS, die, load_generator
 from ganflow.core.sampling import SampleError, interpolation_grid
-from ganflow.core.visual import grid_png
+from ganflow.present.pictures import grid_png
 from ganflow.store.atomic import write_atomic
 
 

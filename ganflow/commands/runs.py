@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ganflow.commands.common import die
 from ganflow.config import JobConfig, from_dict
-from ganflow.core.visual import curves_png
+from ganflow.present.pictures import curves_png
 from ganflow.metrics.scoring import EvalError, default_metrics, ranking
 from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run, list_runs, summarize

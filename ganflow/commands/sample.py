@@ -17,7 +17,7 @@ import torch
 from ganflow import models
 from ganflow.commands.common import RUN_ERRORS, die, load_generator
 from ganflow.core.sampling import SampleError, generate
-from ganflow.core.visual import grid_png, scatter_png
+from ganflow.present.pictures import grid_png, scatter_png
 from ganflow.store.atomic import write_atomic
 
 

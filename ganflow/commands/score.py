@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ganflow.commands.common import RUN_ERRORS, die, resolve_location
-from ganflow.core.progress import Progress
+from ganflow.present.progress import Progress
 from ganflow.core.rng import rng_seed
 from ganflow.data.images import IMAGE_SUFFIXES
 from ganflow.run.generator import load_generator

@@ -18,7 +18,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ganflow.core.progress import Progress
+from ganflow.present.progress import Progress
 from ganflow.data import spec
 from ganflow.metrics.kernels import feature_stats
 

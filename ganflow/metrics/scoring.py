@@ -24,7 +24,8 @@ import torch
 
 from ganflow import data
 from ganflow.config import JobConfig
-from ganflow.core.progress import Progress
+from ganflow.core.batch import share
+from ganflow.present.progress import Progress
 from ganflow.core.sampling import generate
 
 CHUNK = 1000  # samples generated and extracted at a time
@@ -230,7 +231,8 @@ class Scorer:
         of workers: each of `world` workers generates and extracts its contiguous share of one
         latent batch, the rows are gathered, and rank 0 computes (the others get {})."""
         self._prepare(next(G.parameters()).device, rank, world)
-        start, stop = num * rank // world, num * (rank + 1) // world
+        mine = share(num, rank, world)
+        start, stop = mine.start, mine.stop
         extracted, points = [], []
         with Progress(stop - start, "generate and extract", "samples") if self.progress else contextlib.nullcontext() as bar:
             for first in range(start, stop, CHUNK) or [start]:  # in chunks: the rows of one latent batch either way

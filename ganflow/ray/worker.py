@@ -20,7 +20,7 @@ from ganflow.config import JobConfig, from_dict
 from ganflow.core.fit import Hooks, Preempted, fit
 from ganflow.core.state import DataMeta, TrainingState, unwrap
 from ganflow.core.trace import mark, on_first_call
-from ganflow.core.visual import grid_png, scatter_png
+from ganflow.present.pictures import grid_png, scatter_png
 from ganflow.data.images import streamed_dataset
 from ganflow.job import batches_for, build_training
 from ganflow.metrics.scoring import PeriodicEval
@@ -127,7 +127,8 @@ class WorkerHooks(Hooks):
 
         def upload(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
             run.publish_checkpoint(Path(checkpoint.path), step)
-            return run.ray_checkpoint(dir_name)
+            path, filesystem = run.store.ray_path(dir_name)  # where Ray's storage sees it
+            return ray.train.Checkpoint(path=path, filesystem=filesystem)
 
         with tempfile.TemporaryDirectory(prefix="ganflow-ckpt-") as tmp:
             ckpt.write_checkpoint(self.state.state_dict(), cfg.to_dict(), cfg.hash(), Path(tmp), self.meta)

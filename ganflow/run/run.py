@@ -153,13 +153,6 @@ class Run:
         parent, name = path.rsplit("/", 1)
         return parent, name, filesystem
 
-    def ray_checkpoint(self, key: str):
-        """A `ray.train.Checkpoint` naming checkpoint `key` where Ray's storage sees it."""
-        import ray.train
-
-        path, filesystem = self.store.ray_path(key)
-        return ray.train.Checkpoint(path=path, filesystem=filesystem)
-
 
 # --- finding runs ---
 

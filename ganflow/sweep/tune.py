@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 from omegaconf import OmegaConf
 
 from ganflow import data
-from ganflow.core.progress import Progress
+from ganflow.present.progress import Progress
 from ganflow.metrics.scoring import check_extractor
 from ganflow.ray.cluster import driver_address, ensure_ray
 from ganflow.ray.signals import SigtermStop

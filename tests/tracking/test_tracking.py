@@ -20,7 +20,7 @@ from ganflow.tracking.tracker import Tracker, open_tracker
 from ganflow.config import WandbConfig
 from ganflow.tracking.dashboard import build_workspace, workspace_json
 from ganflow.job import load_job, build_training
-from ganflow.core.visual import grid_png
+from ganflow.present.pictures import grid_png
 from ganflow.tracking.runfiles import offline_runs, records
 from tests.conftest import run_cli
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ganflow.core.progress import Progress
+from ganflow.present.progress import Progress
 
 
 def test_off_a_terminal_progress_is_a_line_per_ten_percent_ending_at_the_total():
