@@ -19,9 +19,9 @@ from ganflow.config import ConfigError, JobConfig, load
 from ganflow.config.load import fail, one_of
 from ganflow.core.augment import AUGMENTATIONS
 from ganflow.core.batch import BatchPlan
-from ganflow.core.gan import PL_BATCH_SHRINK
+from ganflow.core.gan import AUTOCAST_DTYPES, PL_BATCH_SHRINK
 from ganflow.core.losses import LOSSES
-from ganflow.core.state import TrainingState
+from ganflow.core.state import OPTIMIZERS, TrainingState
 from ganflow.metrics.features import EXTRACTORS
 from ganflow.metrics.scoring import METRICS, EvalError, check_metrics, default_metrics, ranking
 from ganflow.store import is_s3
@@ -80,6 +80,11 @@ def _check_batch(cfg: JobConfig) -> None:
 
 def check(cfg: JobConfig) -> JobConfig:
     """Cross-section checks, asked of the registries' entries; `cfg` is returned unchanged."""
+    for net in ("g", "d"):
+        one_of(f"optim.{net}.name", getattr(cfg.optim, net).name, tuple(OPTIMIZERS))
+    one_of("train.precision", cfg.train.precision, tuple(AUTOCAST_DTYPES))
+    if cfg.train.precision != "fp32" and not cfg.scaling.use_gpu:
+        fail("train.precision", f"{cfg.train.precision} needs scaling.use_gpu=true; use fp32 on CPU")
     _check_batch(cfg)
     d, m = cfg.data, cfg.model
     one_of("data.name", d.name, tuple(data.DATASETS))
@@ -106,7 +111,7 @@ def check(cfg: JobConfig) -> JobConfig:
         what = "2D data" if ms.data_kind == "points" else "image data"
         verb = "is for" if ms.data_kind == "points" else "needs"
         fail("model.name", f"{m.name} {verb} {what}; use {' or '.join(fitting)} for data.name={d.name}")
-    if ms.conditional and not ds.labelled:
+    if ms.needs_labels and not ds.labelled:
         labelled = sorted(n for n, s in data.DATASETS.items() if s.labelled)
         fail("model.name", f"{m.name} needs labelled data ({' or '.join(labelled)}), got data.name={d.name}")
 

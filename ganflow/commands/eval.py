@@ -7,6 +7,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from ganflow.commands.common import RUN_ERRORS, die, load_generator
+from ganflow.config import with_values
 from ganflow.metrics.inception import InceptionWeightsError
 from ganflow.metrics.scoring import METRICS, EvalError, Scorer, default_metrics
 from ganflow.store import store_options
@@ -19,13 +20,8 @@ def evaluate(run_or_checkpoint: str, num: int = 2000, metrics: Optional[List[str
     if num <= 1:
         raise EvalError(f"--num: must be > 1, got {num}")
     loaded = load_generator(run_or_checkpoint)
-    cfg = loaded.config
-    if extractor:
-        cfg.eval.extractor = extractor
-    if inception_weights:
-        cfg.eval.inception_weights = inception_weights
-    if reference:
-        cfg.eval.reference = reference
+    given = {"eval.extractor": extractor, "eval.inception_weights": inception_weights, "eval.reference": reference}
+    cfg = with_values(loaded.config, {k: v for k, v in given.items() if v})
     names = metrics or (None if extractor else cfg.eval.metrics) or default_metrics(cfg)
     if reference and not metrics:
         names = ["fid"]  # published statistics give FID only

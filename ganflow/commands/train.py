@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import List, Optional
 
 from ganflow.commands.exits import EXIT_FAILURE, die
@@ -24,47 +22,44 @@ def main(args, stop=None) -> int:
         job, overrides = None, [job] + overrides
     if job is None and args.resume is None:
         return die("train needs a JOB.yaml (or --resume RUN)")
-    with tempfile.TemporaryDirectory(prefix="ganflow-") as tmp:
-        if args.resume is not None and job is None:
-            from ganflow.run.layout import RunLayout
-            from ganflow.run.run import Run
-            from ganflow.store import NotFound, S3Options, StorageError
+    text = None
+    if args.resume is not None and job is None:
+        from ganflow.run.run import Run
+        from ganflow.store import NotFound, S3Options, StorageError
 
-            # the run's own config.yaml, read from wherever the run lives (endpoint: the override
-            # if given, else AWS_ENDPOINT_URL); the overrides then apply on top of it
-            try:
-                resumed = Run.open(args.resume, S3Options(endpoint_url=_override(overrides, "storage.endpoint_url")))
-                resumed.store.check_reachable()
-                text = resumed.read_config()
-            except NotFound:
-                return die(f"--resume: {args.resume} is not a run (no config.yaml there)")
-            except StorageError as err:
-                return die(f"--resume: {err}")
-            job = Path(tmp) / RunLayout.CONFIG
-            job.write_text(text)
+        # the run's own config.yaml, read from wherever the run lives (endpoint: the override
+        # if given, else AWS_ENDPOINT_URL); the overrides then apply on top of it
         try:
-            cfg = load(job, overrides)  # YAML, fields, types, each section's own checks
-            from ganflow.job import complete
+            resumed = Run.open(args.resume, S3Options(endpoint_url=_override(overrides, "storage.endpoint_url")))
+            resumed.store.check_reachable()
+            text = resumed.read_config()
+        except NotFound:
+            return die(f"--resume: {args.resume} is not a run (no config.yaml there)")
+        except StorageError as err:
+            return die(f"--resume: {err}")
+    try:
+        cfg = load(job, overrides, text=text)  # YAML, fields, types, each section's own checks
+        from ganflow.job import complete
 
-            cfg = complete(cfg)  # against the registries (models, data, losses, metrics): imports torch
-        except ConfigError as err:
-            return die(f"config: {err}")
-        mark("config")
-        from ganflow.metrics.inception import InceptionWeightsError
-        from ganflow.ray import driver
-        from ganflow.ray.cluster import RayAddressError
-        from ganflow.store import StorageError
-        from ganflow.tracking.settings import TrackingError
+        cfg = complete(cfg)  # against the registries (models, data, losses, metrics): imports torch
+    except ConfigError as err:
+        return die(f"config: {err}")
+    mark("config")
+    from ganflow.metrics.inception import InceptionWeightsError
+    from ganflow.ray import driver
+    from ganflow.ray.cluster import RayAddressError
+    from ganflow.store import StorageError
+    from ganflow.tracking.settings import TrackingError
 
-        try:
-            run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop)
-        except (StorageError, TrackingError, InceptionWeightsError, RayAddressError) as err:  # raised before any training: storage or W&B unusable
-            return die(str(err))
-        except ConfigError as err:  # data.path in a bucket, checked before any training
-            return die(f"config: {err}")
-        except KeyboardInterrupt:
-            return die("interrupted", 130)
-        except Exception as err:  # Ray's TrainingFailedError and friends: the traceback is above
-            return die(f"training failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", EXIT_FAILURE)
+    try:
+        run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop)
+    except (StorageError, TrackingError, InceptionWeightsError, RayAddressError) as err:  # raised before any training: storage or W&B unusable
+        return die(str(err))
+    except ConfigError as err:  # data.path in a bucket, checked before any training
+        return die(f"config: {err}")
+    except KeyboardInterrupt:
+        return die("interrupted", 130)
+    except Exception as err:  # Ray's TrainingFailedError and friends: the traceback is above
+        return die(f"training failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", EXIT_FAILURE)
     print(run.uri)
     return 0

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Union
 from omegaconf import OmegaConf
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"  # a data set of the registry (ganflow.data): ring | grid | digits | images | prepared
     path: Optional[str] = None  # folder of PNG/JPEG for `images`; a prepared set (local or s3://) for `prepared`
@@ -28,7 +28,7 @@ class DataConfig:
     verify: bool = True  # prepared sets: check every shard's sha256 against the manifest when first opened
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = "dcgan"  # a model of the registry (ganflow.models): mlp | dcgan | cdcgan | resnet | stylegan2 | r3gan
     nz: int = 100  # latent size (StyleGAN2: z and w)
@@ -48,7 +48,7 @@ class ModelConfig:
     conv_clamp: Optional[float] = 256.0  # stylegan2: activations clamped to +-this in those blocks; None: off
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     name: str = "nonsaturating"  # minimax | nonsaturating | lsgan | wgan-gp | hinge | rpgan
     gp_weight: Optional[float] = None  # gradient penalty; None: 10 for wgan-gp, else 0
@@ -60,7 +60,7 @@ class LossConfig:
     pl_weight: Optional[float] = None  # path-length regularisation; None: the model's (stylegan2 2, else 0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"  # adam | adamw | rmsprop | sgd
     lr: float = 2e-4
@@ -68,13 +68,13 @@ class OptimizerConfig:
     weight_decay: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     g: OptimizerConfig = field(default_factory=OptimizerConfig)
     d: OptimizerConfig = field(default_factory=OptimizerConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000  # generator steps
     batch_size: int = 64  # global batch, split evenly across workers
@@ -99,7 +99,7 @@ class TrainConfig:
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScalingConfig:
     num_workers: Any = 1  # N workers, or [MIN, MAX]: elastic (Ray Train resizes the group as nodes come and go)
     use_gpu: bool = False
@@ -125,7 +125,7 @@ class ScalingConfig:
         return list(range(self.min_workers, self.max_workers + 1))
 
 
-@dataclass
+@dataclass(frozen=True)
 class StorageConfig:
     uri: str = "runs"  # where runs live: a local directory or s3://bucket/prefix
     endpoint_url: Optional[str] = None  # S3-compatible server (MinIO, Ceph RGW, R2); None: AWS S3
@@ -134,7 +134,7 @@ class StorageConfig:
     max_attempts: int = 10  # botocore attempts per request, first one included
 
 
-@dataclass
+@dataclass(frozen=True)
 class WandbConfig:
     """Left out (None), a value comes from W&B's own environment variable, else ganflow's default."""
 
@@ -150,12 +150,12 @@ class WandbConfig:
     log_checkpoints: bool = True  # each checkpoint as an artifact that references its storage URI
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrackingConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     every: int = 0  # evaluate the EMA generator every N steps (a multiple of train.checkpoint_every); 0: off
     num_samples: int = 2000
@@ -167,7 +167,7 @@ class EvalConfig:
     reference: Optional[str] = None  # published statistics (.npz of mu, sigma; path or s3://): FID against them
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobConfig:
     name: str = "quickstart"  # the experiment: runs live under <storage.uri>/<name>/<run_id>
     data: DataConfig = field(default_factory=DataConfig)

@@ -24,8 +24,9 @@ class ModelSpec:
     check: Optional[Callable[[JobConfig], None]] = None  # the model's own checks of a job (config.load.fail on a problem)
 
     @property
-    def conditional(self) -> bool:
-        """Needs labelled data (a class-conditional model by name, like cdcgan)."""
+    def needs_labels(self) -> bool:
+        """Refuses unlabelled data (a class-conditional model by name, like cdcgan); whether a built
+        model takes labels is `generator_classes`'s answer."""
         return self.labels == "required"
 
 

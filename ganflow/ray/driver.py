@@ -7,10 +7,9 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import asdict
 from typing import Optional
 
-from ganflow.config import JobConfig, from_dict, redact
+from ganflow.config import JobConfig, redacted
 from ganflow.core.trace import mark
 from ganflow import data
 from ganflow.ray.stream import ray_dataset
@@ -38,7 +37,7 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    cfg = from_dict(redact(cfg.to_dict()))  # no credential travels on: config.yaml, checkpoints, W&B
+    cfg = redacted(cfg)  # no credential travels on: config.yaml, checkpoints, W&B
     driver_address(address, "train")  # a Jobs API address: one line, before anything is written
     check_fits_local_ray(cfg.scaling, address)
     options = store_options(cfg.storage)
@@ -70,9 +69,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     s = cfg.scaling
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=asdict(LoopConfig(
-            job=cfg.to_dict(), run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
-            streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None)),
+        train_loop_config={"loop": LoopConfig(
+            job=cfg, run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
+            streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None)},
         datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
             num_workers=(s.min_workers, s.max_workers) if s.elastic else s.num_workers, use_gpu=s.use_gpu,

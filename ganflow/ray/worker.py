@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ganflow.config import JobConfig, from_dict
+from ganflow.config import JobConfig
 from ganflow.core.fit import Hooks, Preempted, fit
 from ganflow.core.state import DataMeta, TrainingState, unwrap
 from ganflow.core.trace import mark, on_first_call
@@ -141,11 +141,11 @@ class WorkerHooks(Hooks):
         mark("checkpoint")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopConfig:
-    """What the driver hands every worker (as a dict: Ray's `train_loop_config`)."""
+    """What the driver hands every worker (Ray's `train_loop_config` {"loop": LoopConfig})."""
 
-    job: Dict[str, Any]  # the checked, redacted job (JobConfig.to_dict())
+    job: JobConfig  # the checked, redacted job
     run_uri: str
     wandb: Dict[str, Any]  # tracking.settings.WandbSettings, resolved on the driver
     progress_bar: bool = False  # the driver has a terminal
@@ -160,8 +160,8 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
 
     mark("worker")
     quiet_ray_train_report_logs()
-    args = LoopConfig(**loop_config)
-    cfg = from_dict(args.job)
+    args: LoopConfig = loop_config["loop"]
+    cfg = args.job
     run = Run.open(args.run_uri, store_options(cfg.storage))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

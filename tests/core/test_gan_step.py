@@ -10,6 +10,7 @@ import torch
 from ganflow.core.augment import DiffAugment
 from ganflow.core.fit import Hooks, fit
 from ganflow.core.gan import GANStep
+from ganflow.config import with_values
 from ganflow.job import batches_for, build_training, load_job
 
 CPU = torch.device("cpu")
@@ -80,7 +81,7 @@ def fitted(*overrides, precision=None, state=None):
     """(state, hooks) after core.fit of SMALL + overrides; `state`: go on from it."""
     cfg = load_job(None, SMALL + list(overrides))
     if precision:
-        cfg.train.precision = precision  # CPU autocast exercises the code path; GPUs are where it pays
+        cfg = with_values(cfg, {"train.precision": precision})  # CPU autocast exercises the code path; GPUs are where it pays
     ds, st = build_training(cfg, CPU)
     if state is not None:
         st.load_state_dict(state)

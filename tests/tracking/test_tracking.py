@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ganflow.run import checkpoint as ckpt
-from ganflow.config import REDACTED, redact
+from ganflow.config import REDACTED, redact, with_values
 from ganflow.tracking.artifacts import resolve_artifact
 from ganflow.tracking.settings import TrackingError, prepare, resolve
 from ganflow.tracking.tracker import Tracker, open_tracker
@@ -54,7 +54,7 @@ def test_unwritable_dir_fails_at_start_or_disables_tracking_as_configured(tmp_pa
     cfg = load_job(None, [f"tracking.wandb.dir={blocker / 'sub'}", "tracking.wandb.mode=offline"])
     with pytest.raises(TrackingError, match=r"^tracking\.wandb\.dir: cannot write"):
         prepare(cfg)
-    cfg.tracking.wandb.on_error = "disable"
+    cfg = with_values(cfg, {"tracking.wandb.on_error": "disable"})
     with caplog.at_level(logging.WARNING, logger="ganflow.tracking"):
         assert prepare(cfg).mode == "disabled"
     assert "W&B tracking disabled: tracking.wandb.dir" in caplog.text
@@ -73,7 +73,7 @@ def test_online_without_a_reachable_server_is_one_clear_error(tmp_path, monkeypa
     with pytest.raises(TrackingError, match=r"^tracking\.wandb\.mode: online, but W&B") as err:
         prepare(cfg)
     assert SECRET not in str(err.value)
-    cfg.tracking.wandb.on_error = "disable"
+    cfg = with_values(cfg, {"tracking.wandb.on_error": "disable"})
     assert prepare(cfg).mode == "disabled"
 
 
