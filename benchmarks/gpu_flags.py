@@ -44,7 +44,7 @@ def main() -> None:
         for switch in SWITCHES:
             cfg = load_job(JOBS / job, [*over, *common, *switch] + (["train.precision=fp32"] if args.cpu else []))
             data = synthetic(n, cfg.data.channels or (1 if cfg.data.name == "digits" else 3), cfg.data.resolution, 0)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fit sets them under train.tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fit_alone sets them under train.tf32
             rate, mem = fit_alone(cfg, data, device)
             base = base or rate
             label = switch[0] if switch else "plain (TF32 off everywhere)"

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ganflow import config
-from ganflow.core.fit import Hooks, fit
+from ganflow.core.fit import fit, process_settings
 from ganflow.core.losses import lazy_ratio, path_lengths
 from ganflow.core.rng import RowRandom
 from ganflow.data import Dataset, build_dataset
@@ -84,15 +84,16 @@ def plain_pytorch(cfg: config.JobConfig, steps: int, threads: int, device: str) 
     return images_per_s(step, steps, b, device)
 
 
-class _Windows(Hooks):
+class _Windows:
     """Keeps each log window's images/s, as the Ray worker writes them to metrics.jsonl."""
 
     def __init__(self):
         self.windows, self.last = [], {}
 
-    def log(self, step, metrics):
-        self.windows.append(metrics["throughput/imgs_per_s"])
-        self.last = metrics
+    def __call__(self, end):
+        if end.log:
+            self.windows.append(end.metrics["throughput/imgs_per_s"])
+            self.last = end.metrics
 
 
 def ganflow_step_alone(cfg: config.JobConfig, steps: int, threads: int, device: str) -> float:
@@ -221,6 +222,7 @@ def fit_alone(cfg: config.JobConfig, dataset: Dataset, device: str) -> tuple:
         torch.cuda.reset_peak_memory_stats()
     _, state = build_training(cfg, dev, dataset)
     hooks = _Windows()
+    process_settings(cfg.train)  # train.tf32, as the Ray worker sets it
     fit(cfg, state, batches_for(cfg, dataset, device=dev), hooks)
     print("ganflow's last log step:", {k: round(v, 4) for k, v in hooks.last.items() if k.startswith(("loss", "penalty", "step"))})
     return statistics.median(hooks.windows[1:]), (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ganflow.core.fit import Hooks, fit
+from ganflow.core.fit import fit
 from ganflow.present.pictures import grid_png
 from ganflow.job import batches_for, build_training, load_job
 from ganflow.metrics.scoring import score
@@ -27,14 +27,15 @@ class _Budget(Exception):
     pass
 
 
-class _StopAfter(Hooks):
+class _StopAfter:
     def __init__(self, seconds: float):
         self.deadline, self.step = time.perf_counter() + seconds, 0
 
-    def log(self, step, metrics):
-        self.step = step
-        if time.perf_counter() > self.deadline:
-            raise _Budget
+    def __call__(self, end):
+        if end.log:
+            self.step = end.step
+            if time.perf_counter() > self.deadline:
+                raise _Budget
 
 
 def main() -> None:

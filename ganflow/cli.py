@@ -15,10 +15,11 @@ from typing import List, Optional
 from ganflow.core.trace import mark
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.")
-    sub = p.add_subparsers(dest="command", required=True)
+ADDRESS_HELP = "Ray dashboard address, http://HEAD:8265 (default: RAY_ADDRESS, else http://127.0.0.1:8265)"
 
+
+def _train(sub) -> None:
+    """`train JOB [overrides] [--address] [--resume]`: the contract's first verb."""
     t = sub.add_parser("train", help="train a job (locally, or on the Ray cluster at --address)")
     t.add_argument("job", nargs="?", help="job spec YAML, e.g. jobs/quickstart.yaml")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 optim.g.lr=1e-4")
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="run location (directory or s3:// URI) to continue to train.steps")
     t.set_defaults(verb="train:main")
 
+
+def _sample(sub) -> None:
+    """`sample RUN --num N --out FILE`: the contract's sample file (.npz) or a grid (.png)."""
     s = sub.add_parser("sample", help="draw samples from a run or checkpoint")
     s.add_argument("run", help="run location (its latest checkpoint) or one checkpoint: a directory, an s3:// URI, "
                                "or a W&B artifact wandb:[entity/]project/name[:alias]")
@@ -37,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="psi in [0, 1]: styles pulled towards the mean style (models with a style space: stylegan2)")
     s.set_defaults(verb="sample:main")
 
+
+def _interpolate(sub) -> None:
+    """`interpolate RUN --out PNG`: spherical latent paths."""
     i = sub.add_parser("interpolate", help="a PNG grid of spherical latent interpolations (a row per class for conditional models)")
     i.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
     i.add_argument("--out", required=True, help="output .png")
@@ -45,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.set_defaults(verb="interpolate:main")
 
+
+def _synth(sub) -> None:
+    """`synth RUN --out DIR`: a labelled synthetic data set."""
     y = sub.add_parser("synth", help="a labelled synthetic data set (PNG class folders or npz shards), local or s3://")
     y.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
     y.add_argument("--out", required=True, help="a new folder or s3:// prefix")
@@ -56,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--workers", type=int, default=1, help="Ray workers drawing shards in parallel (RAY_ADDRESS: a cluster's)")
     y.set_defaults(verb="synth:main")
 
+
+def _score(sub) -> None:
+    """`score RUN --data D --out CSV`: anomaly scores."""
     a = sub.add_parser("score", help="anomaly scores of images under a run's GAN (higher: less like its data), to a CSV")
     a.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
     a.add_argument("--data", required=True, help="a folder or s3:// prefix of images (class folders are labels) or npz "
@@ -70,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--workers", type=int, default=1, help="Ray workers scoring batches in parallel (RAY_ADDRESS: a cluster's)")
     a.set_defaults(verb="score:main")
 
+
+def _export(sub) -> None:
+    """`export RUN --format F --out FILE`: a standalone generator file."""
     x = sub.add_parser("export", help="the generator (EMA weights) as a standalone TorchScript or ONNX file, checked "
                                       "against PyTorch")
     x.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
@@ -78,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--atol", type=float, default=1e-4, help="largest difference from PyTorch accepted")
     x.set_defaults(verb="export:main")
 
+
+def _eval(sub) -> None:
+    """`eval RUN`: one JSON object of metric values."""
     e = sub.add_parser("eval", help="score a run's generator; prints one JSON object")
     e.add_argument("run", help="run location (its latest checkpoint) or one checkpoint: a directory, an s3:// URI, "
                                "or a W&B artifact wandb:[entity/]project/name[:alias]")
@@ -92,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "sigma, a path or s3:// URI (default: the run's data, or its prepared set's)")
     e.set_defaults(verb="eval:main")
 
+
+def _dashboard(sub) -> None:
+    """`dashboard PROJECT`: a W&B workspace."""
     d = sub.add_parser("dashboard", help="save a W&B workspace for a project's runs (offline: write its spec)")
     d.add_argument("project", help="W&B project the runs log to (tracking.wandb.project)")
     d.add_argument("--entity", help="W&B user or team (default: the API key's)")
@@ -99,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", help="write the workspace spec to this JSON file (always, when offline)")
     d.set_defaults(verb="dashboard:main")
 
+
+def _sweep(sub) -> None:
+    """`sweep SPEC [overrides]`: Ray Tune."""
     w = sub.add_parser("sweep", help="sweep a job's hyperparameters with Ray Tune; prints best.yaml's location")
     w.add_argument("spec", nargs="?", help="sweep spec YAML (base job, search space, search, scheduler, metric)")
     w.add_argument("overrides", nargs="*", help="dotted.key=value overrides on the base job, for every trial")
@@ -107,12 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(finished trials are kept, unfinished ones go on from their last checkpoints)")
     w.set_defaults(verb="sweep:main")
 
-    address_help = "Ray dashboard address, http://HEAD:8265 (default: RAY_ADDRESS, else http://127.0.0.1:8265)"
+
+def _submit(sub) -> None:
+    """`submit JOB --address URL`: the Ray Jobs API."""
     b = sub.add_parser("submit", help="submit a job (or, with --sweep, a sweep) to a Ray cluster through the Ray Jobs API; "
                                       "prints the submission id")
     b.add_argument("job", help="job spec YAML (with --sweep: a sweep spec), validated here first")
     b.add_argument("overrides", nargs="*", help="dotted overrides on the job")
-    b.add_argument("--address", help=address_help)
+    b.add_argument("--address", help=ADDRESS_HELP)
     b.add_argument("--sweep", action="store_true", help="JOB is a sweep spec: the cluster runs `ganflow sweep`")
     b.add_argument("--env", action="append", metavar="NAME[=VALUE]",
                    help="also pass this environment variable (by name, from here; or NAME=VALUE, e.g. "
@@ -123,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--follow", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2; accepted for old scripts
     b.set_defaults(verb="submit:main")
 
+
+def _jobs(sub) -> None:
+    """`jobs list|status|logs|stop`: submitted jobs."""
     j = sub.add_parser("jobs", help="ganflow jobs on a Ray cluster: list, status, logs, stop")
     jsub = j.add_subparsers(dest="jobs_command", required=True)
     for name, helptext in (("list", "every job the cluster has run"), ("status", "one job's status"),
@@ -130,13 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         c = jsub.add_parser(name, help=helptext)
         if name != "list":
             c.add_argument("id", help="submission id, as `ganflow submit` printed it")
-        c.add_argument("--address", help=address_help)
+        c.add_argument("--address", help=ADDRESS_HELP)
         if name in ("list", "status"):
             c.add_argument("--json", action="store_true", help="JSON output")
         if name == "logs":
             c.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends")
         c.set_defaults(verb="jobs:main")
 
+
+def _data(sub) -> None:
+    """`data prepare SOURCE --out DIR --resolution R`: prepared data sets."""
     dp = sub.add_parser("data", help="prepared data sets: images cropped and resized once into uint8 shards")
     dsub = dp.add_subparsers(dest="data_command", required=True)
     pr = dsub.add_parser("prepare", help="prepare a folder, s3:// prefix or StyleGAN dataset_tool zip of images for "
@@ -159,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--inception-weights", default=None, help="as eval.inception_weights (default: found as training finds them)")
     pr.set_defaults(verb="data:main")
 
+
+def _runs(sub) -> None:
+    """`runs list|show`: runs in a storage location."""
     r = sub.add_parser("runs", help="runs in a storage location")
     rsub = r.add_subparsers(dest="runs_command", required=True)
     rl = rsub.add_parser("list", help="runs under a location: status (stale when a running run's heartbeat stopped), "
@@ -172,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--plot", help="where to write the PNG of the loss, throughput and evaluation curves "
                                    "(default: <run_id>-curves.png here)")
     rs.set_defaults(verb="runs:main")
+
+
+VERBS = (_train, _sample, _interpolate, _synth, _score, _export, _eval, _dashboard, _sweep, _submit, _jobs, _data, _runs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in VERBS:  # each adds its sub-command's parser, with set_defaults(verb="module:function")
+        add(sub)
     return p
 
 

@@ -115,19 +115,7 @@ def check(cfg: JobConfig) -> JobConfig:
         labelled = sorted(n for n, s in data.DATASETS.items() if s.labelled)
         fail("model.name", f"{m.name} needs labelled data ({' or '.join(labelled)}), got data.name={d.name}")
 
-    lo = cfg.loss
-    if LOSSES[lo.name].needs_gp and lo.gp_weight == 0:
-        fail("loss.gp_weight", f"must be > 0 for loss.name={lo.name} (10 is the paper's value)")
-    if lo.pl_weight and not ms.styles:
-        with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
-        fail("loss.pl_weight", f"path-length regularisation needs a style space ({' or '.join(with_styles)}); set it to 0 for {m.name}")
-    for plan in plans(cfg):
-        problem = lo.pl_weight and plan.shrink_problem(PL_BATCH_SHRINK)
-        if problem:
-            fail(problem[0], f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: {problem[1]}")
-    if cfg.scaling.sync_batchnorm and (lo.gp_weight or lo.r1_gamma or lo.r2_gamma):
-        fail("scaling.sync_batchnorm", "SyncBatchNorm has no double backward, which the gradient penalties "
-                                       "(loss.gp_weight, r1_gamma, r2_gamma) need; drop one of them")
+    _check_loss(cfg, ms)
     if ms.check is not None:
         ms.check(cfg)
 
@@ -143,6 +131,23 @@ def check(cfg: JobConfig) -> JobConfig:
 
     _check_eval(cfg)
     return cfg
+
+
+def _check_loss(cfg: JobConfig, ms: models.ModelSpec) -> None:
+    """The loss section against the model and the batch: penalties that fit them."""
+    lo = cfg.loss
+    if LOSSES[lo.name].needs_gp and lo.gp_weight == 0:
+        fail("loss.gp_weight", f"must be > 0 for loss.name={lo.name} (10 is the paper's value)")
+    if lo.pl_weight and not ms.styles:
+        with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
+        fail("loss.pl_weight", f"path-length regularisation needs a style space ({' or '.join(with_styles)}); set it to 0 for {cfg.model.name}")
+    for plan in plans(cfg):
+        problem = lo.pl_weight and plan.shrink_problem(PL_BATCH_SHRINK)
+        if problem:
+            fail(problem[0], f"path-length regularisation draws 1/{PL_BATCH_SHRINK} of a batch: {problem[1]}")
+    if cfg.scaling.sync_batchnorm and (lo.gp_weight or lo.r1_gamma or lo.r2_gamma):
+        fail("scaling.sync_batchnorm", "SyncBatchNorm has no double backward, which the gradient penalties "
+                                       "(loss.gp_weight, r1_gamma, r2_gamma) need; drop one of them")
 
 
 def _check_eval(cfg: JobConfig) -> None:

@@ -17,11 +17,13 @@ from typing import Dict, Optional, Tuple
 
 def free_ports(n: int) -> list:
     """`n` distinct free ports: all bound at once, so that the kernel cannot hand one out twice
-    (closing a socket and binding the next can return the same port)."""
+    (closing a socket and binding the next can return the same port), and on every address: a port
+    free on 127.0.0.1 may be another Ray's on the machine's own address, and gRPC servers share a
+    port (SO_REUSEPORT), so a second GCS there takes the first one's connections."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
-            s.bind(("127.0.0.1", 0))
+            s.bind(("", 0))
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
@@ -144,7 +146,11 @@ def start_head(log: Path, num_cpus: int = 2, timeout_s: float = 120, resources: 
 
 def stop_head(head: subprocess.Popen) -> None:
     """The node goes away whole: every process under it (Ray's workers may sit in sessions of
-    their own) and its process group."""
+    their own) and its process group. A node already stopped is left alone: its pid, and the
+    process group named after it, may belong to another process by now (pids wrap around in a
+    long suite; the in-process Ray's GCS was once killed that way)."""
+    if head.returncode is not None:
+        return
     for pid in _children(head.pid):
         try:
             os.kill(pid, signal.SIGKILL)

@@ -18,8 +18,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ganflow.config.schema import (PLACEMENT_STRATEGIES, JobConfig, OptimizerConfig, StorageConfig,
-                                   WandbConfig)
+from ganflow.config.schema import (PLACEMENT_STRATEGIES, DataConfig, JobConfig, LossConfig, ModelConfig, OptimizerConfig,
+                                   ScalingConfig, StorageConfig, TrainConfig, WandbConfig)
 from ganflow.config.secrets import CREDENTIALS_HINT, redact, secret_key_message, secret_keys_in
 
 
@@ -53,8 +53,20 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     """Range and same-section checks, which need nothing but the config itself."""
     if not cfg.name or "/" in cfg.name:
         fail("name", f"must be a non-empty name without '/', got {cfg.name!r}")
+    _check_data(cfg.data)
+    _check_model(cfg.model)
+    _check_loss(cfg.loss)
+    for net in ("g", "d"):
+        _check_optimizer(f"optim.{net}", getattr(cfg.optim, net))
+    _check_train(cfg.train)
+    _check_scaling(cfg.scaling, cfg.train)
+    _check_storage(cfg.storage)
+    _check_tracking(cfg.tracking.wandb)
+    _check_eval(cfg)
+    return cfg
 
-    d = cfg.data
+
+def _check_data(d: DataConfig) -> None:
     if d.channels is not None and d.channels not in (1, 3):
         fail("data.channels", f"must be 1 or 3, got {d.channels}")
     positive("data.num_points", d.num_points)
@@ -63,7 +75,8 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if d.classes is not None and (len(d.classes) < 1 or len(set(d.classes)) != len(d.classes)):
         fail("data.classes", f"must list distinct class names, got {list(d.classes)}")
 
-    m = cfg.model
+
+def _check_model(m: ModelConfig) -> None:
     for key in ("nz", "ngf", "ndf", "hidden", "layers"):
         positive(f"model.{key}", getattr(m, key))
     one_of("model.g_norm", m.g_norm, NORMS)
@@ -79,7 +92,8 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if m.attention is not None and (m.attention < 4 or m.attention & (m.attention - 1)):
         fail("model.attention", f"must be a power-of-two resolution (e.g. 32 or 64) or null, got {m.attention}")
 
-    lo = cfg.loss
+
+def _check_loss(lo: LossConfig) -> None:
     if lo.gp_weight is not None and lo.gp_weight < 0:
         fail("loss.gp_weight", f"must be >= 0, got {lo.gp_weight}")
     for key in ("r1_gamma", "r2_gamma", "pl_weight"):
@@ -91,15 +105,16 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if lo.n_critic is not None:
         positive("loss.n_critic", lo.n_critic)
 
-    for net in ("g", "d"):
-        o: OptimizerConfig = getattr(cfg.optim, net)
-        positive(f"optim.{net}.lr", o.lr)
-        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-            fail(f"optim.{net}.betas", f"must be two numbers in [0, 1), got {list(o.betas)}")
-        if o.weight_decay < 0:
-            fail(f"optim.{net}.weight_decay", f"must be >= 0, got {o.weight_decay}")
 
-    t = cfg.train
+def _check_optimizer(key: str, o: OptimizerConfig) -> None:
+    positive(f"{key}.lr", o.lr)
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        fail(f"{key}.betas", f"must be two numbers in [0, 1), got {list(o.betas)}")
+    if o.weight_decay < 0:
+        fail(f"{key}.weight_decay", f"must be >= 0, got {o.weight_decay}")
+
+
+def _check_train(t: TrainConfig) -> None:
     for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "num_sample_images"):
         positive(f"train.{key}", getattr(t, key))
     if not 0 <= t.ema_decay < 1:
@@ -111,7 +126,8 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if t.max_failures < -1:
         fail("train.max_failures", f"must be >= -1 (-1 retries forever), got {t.max_failures}")
 
-    s = cfg.scaling
+
+def _check_scaling(s: ScalingConfig, t: TrainConfig) -> None:
     _check_workers(s.num_workers)
     if t.batch_per_worker is not None:  # how the batch splits is core.batch.BatchPlan's (checked in ganflow.job)
         positive("train.batch_per_worker", t.batch_per_worker)
@@ -127,19 +143,18 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if s.sync_batchnorm and not s.use_gpu:
         fail("scaling.sync_batchnorm", "SyncBatchNorm needs GPUs; set scaling.use_gpu=true or drop it")
 
-    _check_storage(cfg.storage)
-    _check_tracking(cfg.tracking.wandb)
-    e = cfg.eval
+
+def _check_eval(cfg: JobConfig) -> None:
+    e, t = cfg.eval, cfg.train
     if e.every < 0:
         fail("eval.every", f"must be >= 0 (0: off), got {e.every}")
     if e.every and e.every % t.checkpoint_every:
         fail("eval.every", f"{e.every} is not a multiple of train.checkpoint_every={t.checkpoint_every}, "
                            "so the best evaluated generator would have no checkpoint")
-    if e.num_samples < max(2, s.max_workers):
+    if e.num_samples < max(2, cfg.scaling.max_workers):
         fail("eval.num_samples", f"must be >= 2 and >= scaling.num_workers (each scores a share), got {e.num_samples}")
     if e.reference_samples < 2:
         fail("eval.reference_samples", f"must be >= 2, got {e.reference_samples}")
-    return cfg
 
 
 def _check_workers(n: Any) -> None:

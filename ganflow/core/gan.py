@@ -25,7 +25,7 @@ from ganflow.core.augment import AdaptiveP, DiffAugment
 from ganflow.core.batch import BatchPlan, share
 from ganflow.core.losses import (AdversarialLoss, Regularisers, build_loss, gradient_penalty, path_lengths, r1_penalty,
                                  r2_penalty)
-from ganflow.core.rng import (STREAM_AUGMENT, STREAM_FIXED, STREAM_GP, STREAM_LATENT, STREAM_MODEL,
+from ganflow.core.rng import (STREAM_AUGMENT, STREAM_GP, STREAM_LATENT, STREAM_MODEL,
                               STREAM_PL, RowRandom, generator_for, sample_latents)
 from ganflow.core.state import GANState, TrainingState, unwrap
 
@@ -364,9 +364,3 @@ class GANStep:
             ema_update(st.G_ema, unwrap(G), self.ema_decay, st.step)
         st.step += 1
         return out
-
-    def fixed_latents(self, n: int) -> tuple:
-        """The latent batch behind every sample grid of a run (labels cycle through the classes)."""
-        z, _ = sample_latents(n, self.nz, 0, generator_for(torch.device("cpu"), self.seed, STREAM_FIXED, 0), "cpu")
-        y = torch.arange(n) % self.num_classes if self.num_classes else None
-        return z.to(self.device), (y.to(self.device) if y is not None else None)

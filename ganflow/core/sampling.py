@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from ganflow.core.rng import rng_seed
+from ganflow.core.rng import STREAM_FIXED, generator_for, rng_seed, sample_latents
 
 
 class SampleError(ValueError):
@@ -68,3 +68,20 @@ def interpolation_grid(G: torch.nn.Module, rows: int, steps: int, seed: int = 0)
     if out.dim() != 4:
         raise SampleError("interpolate: this run's generator makes 2D points, not images; use `ganflow sample --out x.png`")
     return out.clamp(-1, 1)
+
+
+def fixed_latents(seed: int, nz: int, num_classes: int, n: int, device: torch.device | str = "cpu") -> tuple:
+    """The latent batch behind every sample grid of a run (labels cycle through the classes)."""
+    z, _ = sample_latents(n, nz, 0, generator_for(torch.device("cpu"), seed, STREAM_FIXED, 0), "cpu")
+    y = torch.arange(n) % num_classes if num_classes else None
+    return z.to(device), (y.to(device) if y is not None else None)
+
+
+@torch.no_grad()
+def draw(G: torch.nn.Module, fixed: tuple) -> torch.Tensor:
+    """G's output on `fixed` latents, in eval mode (then back to the mode it was in)."""
+    was_training = G.training
+    G.eval()
+    out = G(*fixed)
+    G.train(was_training)
+    return out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from ganflow.config import ConfigError, ScalingConfig
+from ganflow.config import ConfigError, JobConfig, ScalingConfig
 from ganflow.ray.compat import run_local_workers_at_normal_priority, train_report_poll_env
 from ganflow.ray.hooks import PIN_STATE_API
+from ganflow.store import store_options
 
 
 def runtime_env() -> dict:
@@ -76,7 +78,7 @@ def _free_dashboard_port(preferred: int = 8265) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind(("", port))  # free on every address, not only loopback
             except OSError:
                 continue
             return s.getsockname()[1]
@@ -105,3 +107,36 @@ def check_fits_local_ray(scaling: ScalingConfig, address: Optional[str] = None) 
                 else f"scaling.resources_per_worker.{res}"
             raise ConfigError(f"{key}: {scaling.min_workers} workers x {amount:g} {res} need {need:g}, "
                               f"the local Ray has {have.get(res, 0.0):g}; lower {key} or scaling.num_workers")
+
+
+@contextlib.contextmanager
+def ray_session(address: Optional[str], verb: str, stop=None) -> Iterator[None]:
+    """Ray for one driver (`ensure_ray`), shut down at the end if this started or joined it. `stop`
+    (the CLI's SigtermStop) is installed again once Ray is up: `ray.init`'s core worker replaces
+    the process's SIGTERM handler with its own."""
+    import ray
+
+    started = ensure_ray(address, verb)
+    if stop is not None:
+        stop.install()
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def preflight(cfg: JobConfig, address: Optional[str], verb: str):
+    """What a train or a sweep checks before Ray starts or anything is written, the same for both:
+    the address's form, that a worker fits the local Ray, the FID weights its evaluation needs and
+    that data.path holds images. Returns the job's S3 options."""
+    from ganflow import data
+    from ganflow.metrics.scoring import check_extractor
+
+    driver_address(address, verb)  # a Jobs API address: one line, before anything is written
+    check_fits_local_ray(cfg.scaling, address)
+    options = store_options(cfg.storage)
+    if cfg.eval.every:  # weights missing offline: say where to put them before anything is written
+        check_extractor(cfg, options)
+    data.spec(cfg.data.name).check(cfg.data, options)  # a local folder looked at; a bucket's prefix listed later
+    return options

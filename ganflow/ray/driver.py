@@ -12,13 +12,12 @@ from typing import Optional
 from ganflow.config import JobConfig, redacted
 from ganflow.core.trace import mark
 from ganflow import data
+from ganflow.ray.cluster import preflight, ray_session
 from ganflow.ray.stream import ray_dataset
-from ganflow.metrics.scoring import check_extractor
-from ganflow.ray.cluster import check_fits_local_ray, driver_address, ensure_ray
 from ganflow.ray.signals import SigtermStop
 from ganflow.ray.worker import LoopConfig, train_loop_per_worker
 from ganflow.run.run import Run
-from ganflow.store import StorageError, is_s3, store_options
+from ganflow.store import StorageError, is_s3
 from ganflow.tracking.settings import prepare as prepare_tracking
 
 log = logging.getLogger("ganflow.train")
@@ -34,22 +33,40 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     Storage is checked before Ray starts: the resolved config is the first write, so a wrong
     endpoint, a missing bucket or missing credentials fail here (StorageError) with nothing written;
     so does a data.path in a bucket that holds no images (ConfigError)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     cfg = redacted(cfg)  # no credential travels on: config.yaml, checkpoints, W&B
-    driver_address(address, "train")  # a Jobs API address: one line, before anything is written
-    check_fits_local_ray(cfg.scaling, address)
-    options = store_options(cfg.storage)
-    if cfg.eval.every:  # weights missing offline: say where to put them before anything is written
-        check_extractor(cfg, options)
-    # a wrong data.path fails (ConfigError) before anything is written: a local folder is looked at, and
-    # images in a bucket (streamed by Ray Data, split across the workers by Ray Train) are listed
-    data.spec(cfg.data.name).check(cfg.data, options)
+    options = preflight(cfg, address, "train")
+    # images in a bucket are listed here (streamed by Ray Data, split across the workers by Ray Train)
     opened = data.build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
     streamed = opened if opened is not None and opened.streamed else None
+    run, wandb_settings = _open_run(cfg, resume, fork_from, options)
+    mark("preflight")
+    with ray_session(address, "train", stop):
+        mark("ray")
+        trainer = _trainer(cfg, run, LoopConfig(
+            job=cfg, run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
+            streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None),
+            {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None, callbacks)
+        fit_started = time.perf_counter()
+        try:
+            with stop.watching(run) if stop is not None else contextlib.nullcontext():
+                mark("fit")
+                trainer.fit()
+                mark("fit_returned")
+        except BaseException as err:
+            try:
+                run.write_status("stopped" if isinstance(err, KeyboardInterrupt) else "failed")
+            except StorageError as err:  # storage may be why it failed; keep the original error
+                log.warning("could not mark %s failed: %s", run.uri, err)
+            raise
+    run.write_status("completed", step=cfg.train.steps, fit_seconds=round(time.perf_counter() - fit_started, 1))
+    return run
+
+
+def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], options):
+    """(run, W&B settings): the run opened or created, W&B checked before the first write (a broken
+    W&B leaves nothing behind), the config written first, a PBT fork's checkpoint adopted."""
     run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
-    wandb_settings = prepare_tracking(cfg)  # before the first write: a broken W&B leaves nothing behind
+    wandb_settings = prepare_tracking(cfg)
     run.store.check()
     if wandb_settings.mode == "offline":
         print(f"[ganflow] W&B offline: {wandb_settings.dir}/wandb/offline-run-*-{run.id} "
@@ -59,19 +76,20 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     if fork_from and not resume:
         copied = run.adopt_checkpoint(fork_from)
         print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
+    return run, wandb_settings
+
+
+def _trainer(cfg: JobConfig, run: Run, loop: LoopConfig, datasets, callbacks):
+    """Ray Train's TorchTrainer for the job: fixed or elastic workers, Ray's run folder in the run's
+    location, retries from train.max_failures, a sweep trial's Tune callback."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
     storage_path, name, filesystem = run.ray_storage()
-    mark("preflight")
-    started = ensure_ray(address)
-    mark("ray")
-    if stop is not None:
-        stop.install()
-    datasets = {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None
     s = cfg.scaling
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"loop": LoopConfig(
-            job=cfg, run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
-            streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None)},
+        train_loop_config={"loop": loop},
         datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
             num_workers=(s.min_workers, s.max_workers) if s.elastic else s.num_workers, use_gpu=s.use_gpu,
@@ -86,22 +104,3 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
             callbacks=callbacks,  # a sweep's trial passes Tune's report callback
         ),
     )
-    fit_started = time.perf_counter()
-    try:
-        with stop.watching(run) if stop is not None else contextlib.nullcontext():
-            mark("fit")
-            trainer.fit()
-            mark("fit_returned")
-    except BaseException as err:
-        try:
-            run.write_status("stopped" if isinstance(err, KeyboardInterrupt) else "failed")
-        except StorageError as err:  # storage may be why it failed; keep the original error
-            log.warning("could not mark %s failed: %s", run.uri, err)
-        raise
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    run.write_status("completed", step=cfg.train.steps, fit_seconds=round(time.perf_counter() - fit_started, 1))
-    return run

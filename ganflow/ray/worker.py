@@ -17,7 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ganflow.config import JobConfig
-from ganflow.core.fit import Hooks, Preempted, fit
+from ganflow.core.fit import Preempted, StepEnd, fit, process_settings
+from ganflow.core.gan import global_sum
+from ganflow.core.sampling import draw, fixed_latents
 from ganflow.core.state import DataMeta, TrainingState, unwrap
 from ganflow.core.trace import mark, on_first_call
 from ganflow.present.pictures import grid_png, scatter_png
@@ -70,8 +72,11 @@ class TrainProgress:
             self.bar.close()
 
 
-class WorkerHooks(Hooks):
-    """What a Ray Train worker does around the GAN steps (rank 0 writes; every rank reports)."""
+class WorkerHooks:
+    """`fit`'s hook in a Ray Train worker: evaluates, writes the run's files and tracks (rank 0),
+    checkpoints, reports to Ray at most every RAY_REPORT_INTERVAL_S between checkpoints, and stops
+    at a preemption notice. Whether to report or stop is voted on by every rank, so all of them
+    make the same Ray calls."""
 
     def __init__(self, cfg: JobConfig, run: Run, state: TrainingState, meta: DataMeta, rank: int, world: int,
                  tracker: Tracker, evaluation: Optional[PeriodicEval], progress: Optional[TrainProgress],
@@ -82,12 +87,31 @@ class WorkerHooks(Hooks):
         self.scaling = {"scaling/workers": world, "scaling/nodes": nodes}
         self.preempt = preempt
         self.last_report = time.monotonic()
+        self.device = next(state.G.parameters()).device
+        t = cfg.train
+        self.fixed = fixed_latents(t.seed, cfg.model.nz, state.G.num_classes, t.num_sample_images, self.device)
 
-    def preempted(self) -> bool:
-        return self.preempt is not None and self.preempt.requested()
+    def __call__(self, end: StepEnd) -> None:
+        metrics, best = dict(end.metrics), False
+        report_due = end.log and self._anyone(time.monotonic() - self.last_report >= RAY_REPORT_INTERVAL_S)
+        if end.evaluate and self.evaluation is not None:
+            scores, best = self.evaluation(self.state.sampler_model, end.step, self.rank, self.world)
+            metrics.update(scores)
+        if end.log and self.rank == 0:
+            self.log(end.step, metrics)
+        if end.sample and self.rank == 0:
+            self.sample(end.step, draw(self.state.sampler_model, self.fixed))
+        preempted = self.preempt is not None and self._anyone(self.preempt.requested())  # any rank's notice stops all
+        if end.checkpoint or preempted:
+            self.checkpoint(end.step, metrics or {"step": end.step}, best)
+        elif report_due:
+            self.report(metrics)
+        if preempted and not end.last:
+            raise Preempted(f"preempted: stopped at step {end.step} with its checkpoint written")
 
-    def report_due(self) -> bool:
-        return time.monotonic() - self.last_report >= RAY_REPORT_INTERVAL_S
+    def _anyone(self, flag: bool) -> bool:
+        """Whether any rank says yes (a collective: every rank asks at the same step)."""
+        return global_sum(torch.tensor(float(flag), device=self.device)) > 0
 
     def log(self, step: int, metrics: Dict[str, float]) -> None:
         metrics.update(self.scaling)
@@ -100,11 +124,6 @@ class WorkerHooks(Hooks):
         png = scatter_png(images, centers) if images.dim() == 2 else grid_png(images)
         self.run.put_sample(step, png)
         self.tracker.log_samples(png, step)
-
-    def evaluate(self, step: int) -> Tuple[Dict[str, float], bool]:
-        if self.evaluation is None:
-            return {}, False
-        return self.evaluation(self.state.sampler_model, step, self.rank, self.world)
 
     def report(self, metrics: Dict[str, float]) -> None:
         import ray.train
@@ -168,28 +187,10 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     dataset, state = build_training(cfg, device, streamed_dataset(cfg.data, **args.streamed) if args.streamed else None)
-    # After a worker failure Ray hands back its latest checkpoint; on `--resume` the run location
-    # has them. Either way the newest one that passes its checksums wins.
-    reported = ray.train.get_checkpoint()
-    found = run.load_latest_checkpoint(prefer=RunLayout.checkpoint_of(reported.path) if reported else None)
-    if found is not None:
-        resume_from, sd, _ = found
-        state.load_state_dict(sd)
-        state.set_lr(cfg.optim.g.lr, cfg.optim.d.lr)  # the config's rates win over the restored ones
-        if rank == 0:
-            _say(f"[ganflow] resuming from {resume_from} (step {state.step})")
-    tracker = Tracker()
-    evaluation = None
-    kept: List[Dict[str, Any]] = []  # rank 0: the records up to the restored step
-    if rank == 0:  # records past the restored step (or all, with no checkpoint) are redone
-        logged_through = run.truncate_metrics(state.step)
-        kept = run.read_metrics()
-        tracker = open_tracker(args.wandb, run.id, cfg.to_dict(), rank, skip_through=logged_through)
-        for record in kept:  # W&B commits a row when the next step arrives: a killed attempt's
-            tracker.log(record, record["step"])  # last rows may be missing there (logs only those)
-        tracker.set_summary({"run_uri": run.uri})
-    if cfg.eval.every:  # every worker scores its share; rank 0 remembers the best (also from before a resume)
-        evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage))
+    _restore(cfg, run, state, rank)
+    tracker, kept = _open_tracking(args, run, state.step, rank)
+    # every worker scores its share; rank 0 remembers the best (also from before a resume)
+    evaluation = PeriodicEval(cfg, kept, store_options(cfg.storage)) if cfg.eval.every else None
     progress = TrainProgress(cfg.train.steps, state.step, args.progress_bar) if rank == 0 else None
     nodes = _count_nodes(world, device)
     if rank == 0:
@@ -200,17 +201,12 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     started = time.perf_counter()
     handled = False
     try:
-        G, D = state.G, state.D
-        if cfg.scaling.sync_batchnorm:
-            G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
-            D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
-        G = ray.train.torch.prepare_model(G, move_to_device=False)  # DDP when world > 1
-        D = ray.train.torch.prepare_model(D, move_to_device=False)
-        state.G, state.D = unwrap(G), unwrap(D)
+        G, D = _prepare_models(cfg, state)
         shard = ray.train.get_dataset_shard("train") if dataset.streamed else None  # this worker's part of the stream
         batches = batches_for(cfg, dataset, rank, world, device, shard)
         hooks = WorkerHooks(cfg, run, state, dataset.meta, rank, world, tracker, evaluation, progress, nodes, preempt)
         mark("setup")
+        process_settings(cfg.train)
         fit(cfg, state, on_first_call("first_batch", batches), hooks, rank=rank, world=world, G=G, D=D)
         if progress is not None:
             progress.close()
@@ -229,6 +225,51 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             preempt.close(handled)
     tracker.finish()
     mark("worker_done")
+
+
+def _restore(cfg: JobConfig, run: Run, state: TrainingState, rank: int) -> None:
+    """After a worker failure Ray hands back its latest checkpoint; on `--resume` the run location
+    has them. Either way the newest one that passes its checksums wins."""
+    import ray.train
+
+    reported = ray.train.get_checkpoint()
+    found = run.load_latest_checkpoint(prefer=RunLayout.checkpoint_of(reported.path) if reported else None)
+    if found is None:
+        return
+    resume_from, sd, _ = found
+    state.load_state_dict(sd)
+    state.set_lr(cfg.optim.g.lr, cfg.optim.d.lr)  # the config's rates win over the restored ones
+    if rank == 0:
+        _say(f"[ganflow] resuming from {resume_from} (step {state.step})")
+
+
+def _open_tracking(args: LoopConfig, run: Run, step: int, rank: int) -> Tuple[Tracker, List[Dict[str, Any]]]:
+    """(tracker, the run's records up to `step`) on rank 0: records past the restored step (or all,
+    with no checkpoint) are redone. Other ranks track nothing."""
+    if rank != 0:
+        return Tracker(), []
+    logged_through = run.truncate_metrics(step)
+    kept = run.read_metrics()
+    tracker = open_tracker(args.wandb, run.id, args.job.to_dict(), rank, skip_through=logged_through)
+    for record in kept:  # W&B commits a row when the next step arrives: a killed attempt's
+        tracker.log(record, record["step"])  # last rows may be missing there (logs only those)
+    tracker.set_summary({"run_uri": run.uri})
+    return tracker, kept
+
+
+def _prepare_models(cfg: JobConfig, state: TrainingState) -> tuple:
+    """(G, D) to step: DDP-wrapped by Ray when world > 1 (SyncBatchNorm first, with
+    scaling.sync_batchnorm); `state` keeps the unwrapped models."""
+    import ray.train.torch
+
+    G, D = state.G, state.D
+    if cfg.scaling.sync_batchnorm:
+        G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
+    G = ray.train.torch.prepare_model(G, move_to_device=False)
+    D = ray.train.torch.prepare_model(D, move_to_device=False)
+    state.G, state.D = unwrap(G), unwrap(D)
+    return G, D
 
 
 def _count_nodes(world: int, device: torch.device) -> int:

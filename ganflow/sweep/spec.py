@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -168,8 +168,40 @@ def override(key: str, value: Any) -> str:
 def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> SweepSpec:
     """Read and validate a sweep spec: every value the space can take is checked against the job
     schema (through the job's own validation) before anything starts."""
-
     path = Path(path)
+    raw, read = _read(path)
+    job = (path.parent / read.job).resolve()
+    if not read.space:
+        raise SweepError("space: required, a mapping of dotted config keys to distributions")
+    spec = SweepSpec(**{**vars(read), "name": read.name or path.stem, "job": job,
+                        "overrides": [str(o) for o in read.overrides] + list(extra_overrides or []),
+                        "space": [parse_dimension(str(k), v) for k, v in read.space.items()],
+                        "source": {**raw, "job": str(job)}})
+    _check_search(spec)
+    try:
+        base = load_job(job, spec.overrides)
+    except ConfigError as err:
+        raise SweepError(f"job: {err}") from None
+    if not base.eval.every:  # trials are compared, and stopped early, on evaluations at checkpoints
+        base = load_job(job, spec.overrides + [f"eval.every={base.train.checkpoint_every}"])
+    _check_space(spec, base)
+    names = base.eval.metrics or default_metrics(base)
+    rankable = rankable_values(names)
+    metric = spec.metric or ranking(names, base.eval.best)[0]
+    if metric not in rankable:
+        raise SweepError(f"metric: {metric!r} is not evaluated by this job's eval.metrics ({', '.join(names)}); "
+                         f"choose one of {', '.join(rankable)}")
+    if spec.scheduler == "pbt" and spec.perturbation_steps and spec.perturbation_steps % base.eval.every:
+        raise SweepError(f"perturbation_steps: {spec.perturbation_steps} is not a multiple of eval.every={base.eval.every}; "
+                         "trials report (with a checkpoint to take over) only when they evaluate")
+    mode = spec.mode or rankable[metric]
+    if mode not in ("min", "max"):
+        raise SweepError(f"mode: {mode!r}; choose min or max")
+    return dataclasses.replace(spec, metric=metric, mode=mode, base=base)
+
+
+def _read(path: Path) -> Tuple[Dict[str, Any], "SweepFile"]:
+    """(the file as a dict, typed): its fields known, `job` given."""
     if not path.is_file():
         raise SweepError(f"sweep: no such file {str(path)!r}")
     raw = OmegaConf.to_container(OmegaConf.load(path))
@@ -182,16 +214,13 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
     if "job" not in raw:
         raise SweepError("job: required (the base job's YAML, relative to the sweep file)")
     try:
-        read: SweepFile = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepFile), raw))
+        return raw, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepFile), raw))
     except OmegaConfBaseException as err:
         raise SweepError(f"{getattr(err, 'full_key', None) or 'sweep'}: {str(err).splitlines()[0]}") from None
-    job = (path.parent / read.job).resolve()
-    if not read.space:
-        raise SweepError("space: required, a mapping of dotted config keys to distributions")
-    spec = SweepSpec(**{**vars(read), "name": read.name or path.stem, "job": job,
-                        "overrides": [str(o) for o in read.overrides] + list(extra_overrides or []),
-                        "space": [parse_dimension(str(k), v) for k, v in read.space.items()],
-                        "source": {**raw, "job": str(job)}})
+
+
+def _check_search(spec: SweepSpec) -> None:
+    """The searcher and scheduler, and what each asks of the rest of the spec."""
     if spec.search not in SEARCHERS:
         raise SweepError(f"search: {spec.search!r}; choose one of {', '.join(SEARCHERS)}")
     if spec.scheduler not in SCHEDULERS:
@@ -200,48 +229,32 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
         raise SweepError(f"num_samples: must be >= 1, got {spec.num_samples}")
     if spec.search == "optuna" and any(d.kind == "grid" for d in spec.space):
         raise SweepError("space: grid() values cannot be searched by optuna; use choice() or search: random")
-    if spec.scheduler == "pbt":
-        if spec.search != "random":
-            raise SweepError("search: PBT samples its population itself; use search: random with scheduler: pbt")
-        if not any(d.key in PERTURBABLE for d in spec.space):
-            raise SweepError(f"space: PBT perturbs learning rates while trials train; put {' or '.join(PERTURBABLE)} in the space "
-                             "(other keys are sampled once, and follow the checkpoint a trial takes over)")
-        if spec.max_concurrent_trials and spec.max_concurrent_trials < spec.num_samples:
-            raise SweepError(f"max_concurrent_trials: PBT's population trains together; set it to num_samples "
-                             f"({spec.num_samples}) or leave it out, with scaling small enough for all to fit")
-        if not 0 < spec.quantile_fraction <= 0.5:
-            raise SweepError(f"quantile_fraction: must be in (0, 0.5], got {spec.quantile_fraction}")
-    try:
-        base = load_job(job, spec.overrides)
-    except ConfigError as err:
-        raise SweepError(f"job: {err}") from None
-    if not base.eval.every:  # trials are compared, and stopped early, on evaluations at checkpoints
-        base = load_job(job, spec.overrides + [f"eval.every={base.train.checkpoint_every}"])
+    if spec.scheduler != "pbt":
+        return
+    if spec.search != "random":
+        raise SweepError("search: PBT samples its population itself; use search: random with scheduler: pbt")
+    if not any(d.key in PERTURBABLE for d in spec.space):
+        raise SweepError(f"space: PBT perturbs learning rates while trials train; put {' or '.join(PERTURBABLE)} in the space "
+                         "(other keys are sampled once, and follow the checkpoint a trial takes over)")
+    if spec.max_concurrent_trials and spec.max_concurrent_trials < spec.num_samples:
+        raise SweepError(f"max_concurrent_trials: PBT's population trains together; set it to num_samples "
+                         f"({spec.num_samples}) or leave it out, with scaling small enough for all to fit")
+    if not 0 < spec.quantile_fraction <= 0.5:
+        raise SweepError(f"quantile_fraction: must be in (0, 0.5], got {spec.quantile_fraction}")
+
+
+def _check_space(spec: SweepSpec, base: JobConfig) -> None:
+    """Every value each dimension can give, as the job would be loaded with it."""
     for dim in spec.space:
         for value in dim.probes():
             try:
-                load_job(job, base_overrides(spec, base) + [override(dim.key, value)])
+                load_job(spec.job, base_overrides(spec, base) + [override(dim.key, value)])
             except ConfigError as err:
                 message = str(err)
                 if message.startswith(dim.key):
                     message = message[len(dim.key):].lstrip(": ")
                 raise SweepError(f"space.{dim.key}: {dim.kind}{dim.args if dim.kind not in ('choice', 'grid') else ''} "
                                  f"can give {value!r}, which the job refuses: {message}") from None
-    names = base.eval.metrics or default_metrics(base)
-    rankable = rankable_values(names)
-    if spec.metric is None:
-        spec.metric = ranking(names, base.eval.best)[0]
-    if spec.metric not in rankable:
-        raise SweepError(f"metric: {spec.metric!r} is not evaluated by this job's eval.metrics ({', '.join(names)}); "
-                         f"choose one of {', '.join(rankable)}")
-    if spec.scheduler == "pbt" and spec.perturbation_steps and spec.perturbation_steps % base.eval.every:
-        raise SweepError(f"perturbation_steps: {spec.perturbation_steps} is not a multiple of eval.every={base.eval.every}; "
-                         "trials report (with a checkpoint to take over) only when they evaluate")
-    spec.mode = spec.mode or rankable[spec.metric]
-    if spec.mode not in ("min", "max"):
-        raise SweepError(f"mode: {spec.mode!r}; choose min or max")
-    spec.base = base
-    return spec
 
 
 def base_overrides(spec: SweepSpec, base: JobConfig) -> List[str]:

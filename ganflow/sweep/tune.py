@@ -13,12 +13,10 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import OmegaConf
 
-from ganflow import data
 from ganflow.present.progress import Progress
-from ganflow.metrics.scoring import check_extractor
-from ganflow.ray.cluster import driver_address, ensure_ray
+from ganflow.ray.cluster import preflight, ray_session
 from ganflow.ray.signals import SigtermStop
-from ganflow.store import open_store, store_options
+from ganflow.store import open_store
 from ganflow.sweep.results import SweepResult, write_results
 from ganflow.sweep.spec import PERTURBABLE, SPEC_FILE, SweepError, SweepSpec, base_overrides, pinned_overrides, \
     resume_key, with_overrides
@@ -103,15 +101,11 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     """Run the sweep (or finish the one at `resume`, a sweep location: its finished trials are
     kept, the others go on from their last checkpoints); writes results.jsonl, results.csv,
     best.yaml and best.json to its location."""
-    import ray
     from ray import tune
 
-    driver_address(address, "sweep")  # a Jobs API address: one line, before anything is written
-    options = store_options(spec.base.storage)
+    options = preflight(spec.base, address, "sweep")  # every trial evaluates: missing FID weights fail here, once
     store = open_store(spec.base.storage.uri, options)
     store.check()
-    check_extractor(spec.base, options)  # every trial evaluates: missing Inception weights fail here, once
-    data.spec(spec.base.data.name).check(spec.base.data, options)  # and a data.path without images
     sweep_key = resume_key(spec, resume) if resume else f"sweeps/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     location = store.uri(sweep_key)
     if not resume:
@@ -120,10 +114,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     print(f"[ganflow] sweep {location} (if cut short: ganflow sweep --resume {location})", file=sys.stderr, flush=True)
     # Tune stops a trial by ending its driver; Ray Train's cleaner then frees the trial's placement
     # group, which it finds through the State API (see ganflow.ray.cluster.ensure_ray)
-    started = ensure_ray(address, "sweep")
-    if stop is not None:
-        stop.install()
-    try:
+    with ray_session(address, "sweep", stop):
         storage_path, filesystem = store.ray_path()
         # the sweep's constants go with the trainable, not in the searched space (nor trial names)
         sweep_info = {"name": spec.name, "job": str(spec.job), "overrides": base_overrides(spec, spec.base),
@@ -151,6 +142,3 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
             )
         grid = tuner.fit()
         return write_results(spec, grid, store, sweep_key, location, options)
-    finally:
-        if started:
-            ray.shutdown()

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from ganflow.core.augment import DiffAugment
-from ganflow.core.fit import Hooks, fit
+from ganflow.core.fit import StepEnd, fit, process_settings
 from ganflow.core.gan import GANStep
+from ganflow.core.sampling import draw, fixed_latents
 from ganflow.config import with_values
 from ganflow.job import batches_for, build_training, load_job
 
@@ -63,18 +64,19 @@ def test_n_critic_consumes_that_many_batches_per_step():
     assert seen == [0, 1, 2, 3, 4, 5] and st.step == 2
 
 
-class Recorder(Hooks):
+class Recorder:
+    """`fit`'s hook: what it was told, step by step."""
+
     def __init__(self):
         self.logged, self.samples, self.checkpoints = [], [], []
 
-    def log(self, step, metrics):
-        self.logged.append(metrics)
-
-    def sample(self, step, images):
-        self.samples.append((step, tuple(images.shape)))
-
-    def checkpoint(self, step, metrics, best):
-        self.checkpoints.append(step)
+    def __call__(self, end: StepEnd):
+        if end.log:
+            self.logged.append(end.metrics)
+        if end.sample:
+            self.samples.append(end.step)
+        if end.checkpoint:
+            self.checkpoints.append(end.step)
 
 
 def fitted(*overrides, precision=None, state=None):
@@ -102,7 +104,11 @@ def test_fit_calls_its_hooks_on_schedule_and_a_stopped_fit_goes_on_to_the_same_w
     schedule = ["train.log_every=2", "train.sample_every=3", "train.checkpoint_every=4", "train.augment=translation"]
     straight, hooks = fitted(*schedule, "train.steps=6")
     assert [m["step"] for m in hooks.logged] == [2, 4, 6]
-    assert hooks.samples == [(3, (64, 1, 16, 16)), (6, (64, 1, 16, 16))]  # the fixed latent batch, every sample_every
+    assert hooks.samples == [3, 6]
+    cfg = load_job(None, SMALL)
+    fixed = fixed_latents(cfg.train.seed, cfg.model.nz, 0, cfg.train.num_sample_images)
+    assert draw(straight.sampler_model, fixed).shape == (64, 1, 16, 16)  # a grid's images: the fixed latent batch
+    assert torch.equal(draw(straight.sampler_model, fixed), draw(straight.sampler_model, fixed))
     assert hooks.checkpoints == [4, 6]
     first, _ = fitted(*schedule, "train.steps=4")
     resumed, hooks = fitted(*schedule, "train.steps=6", state=first.state_dict())
@@ -166,8 +172,9 @@ def _compiled_run_matches_eager(monkeypatch, common):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model, _real=torch.compile: compiled.append(model) or _real(model, backend="aot_eager"))
     rows = []
-    fit(fast_cfg, fast, batches, type("Rows", (Hooks,), {"log": lambda self, step, m: rows.append(m)})())
+    process_settings(fast_cfg.train)  # the training process's, once (the Ray worker calls it before fit)
     assert torch.backends.cuda.matmul.allow_tf32
+    fit(fast_cfg, fast, batches, lambda end: end.log and rows.append(end.metrics))
     assert {id(m) for m in compiled} == {id(fast.G), id(fast.D)}, "G's and D's forwards went through torch.compile"
     assert rows[-1]["penalty/r1"] > 0
     for part in ("G", "D"):

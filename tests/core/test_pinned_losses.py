@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import pytest
 import torch
 
-from ganflow.core.fit import Hooks, fit
+from ganflow.core.fit import StepEnd, fit
 from ganflow.job import batches_for, build_training, load_job
 from tests.conftest import JOBS
 
@@ -38,12 +38,13 @@ CASES = {  # name: (job file, overrides, steps)
 EARLY_STEPS, EARLY_TOLERANCE, LATE_TOLERANCE = 4, 1e-4, 1e-1
 
 
-class _Losses(Hooks):
+class _Losses:
     def __init__(self):
         self.seen: List[List[float]] = []
 
-    def log(self, step: int, metrics: Dict[str, float]) -> None:
-        self.seen.append([metrics["loss/d"], metrics["loss/g"]])
+    def __call__(self, end: StepEnd) -> None:
+        if end.log:
+            self.seen.append([end.metrics["loss/d"], end.metrics["loss/g"]])
 
 
 def first_losses(job: str, overrides: List[str], steps: int) -> List[List[float]]:

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from ganflow.core.fit import Hooks, fit
+from ganflow.core.fit import fit
 from ganflow.core.state import DataMeta
 from ganflow.job import batches_for, build_training, load_job
 from ganflow.run import checkpoint as ckpt
@@ -48,12 +48,13 @@ def _cfg(case: str, *more: str):
     return load_job(None, SMALL + CASES[case] + list(more))
 
 
-class _Log(Hooks):
+class _Log:
     def __init__(self):
         self.rows = []
 
-    def log(self, step, metrics):
-        self.rows.append(dict(metrics))
+    def __call__(self, end):
+        if end.log:
+            self.rows.append(dict(end.metrics))
 
 
 def _train(cfg, rank: int = 0, world: int = 1, steps: int = STEPS, state=None):

@@ -95,22 +95,22 @@ def _state(run: Path, step: int) -> dict:
 def straight() -> dict:
     """The reference: one worker, 600 steps, uninterrupted: `core.fit` in this process (what a Ray
     worker runs, without Ray's start-up), its state at every checkpoint step."""
-    from ganflow.core.fit import Hooks, fit
+    from ganflow.core.fit import fit
     from ganflow.job import batches_for, build_training, load_job
 
     cfg = load_job(JOBS / "quickstart.yaml", COMMON + ["train.steps=600", "tracking.wandb.mode=disabled"])
     dataset, state = build_training(cfg, torch.device("cpu"))
     states: dict = {}
 
-    class Snapshots(Hooks):
-        def checkpoint(self, step, metrics, best):
-            states[step] = {k: v for k, v in state.state_dict().items() if k in ("G", "D", "G_ema")}
-            states[step] = {part: {k: t.clone() for k, t in sd.items()} for part, sd in states[step].items()}
+    def snapshot(end):
+        if end.checkpoint:
+            kept = {k: v for k, v in state.state_dict().items() if k in ("G", "D", "G_ema")}
+            states[end.step] = {part: {k: t.clone() for k, t in sd.items()} for part, sd in kept.items()}
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a 1-CPU Ray worker
     try:
-        fit(cfg, state, batches_for(cfg, dataset), Snapshots())
+        fit(cfg, state, batches_for(cfg, dataset), snapshot)
     finally:
         torch.set_num_threads(threads)
     return states
