@@ -2,8 +2,9 @@
 and its sections checked against each other, once, before anything starts; and the objects it
 builds. Adding a data set, a model or a loss touches its registry entry, never this file.
 
-`load_job` is what the CLI, sweeps and submissions call; its result is what a run saves as
-config.yaml, and what workers and checkpoints rebuild with `config.from_dict` (unchecked).
+`load_job` is what the CLI, sweeps and submissions call; its result (frozen) is what a run saves
+as config.yaml and hands its Ray workers as itself; checkpoints rebuild it with `config.from_dict`
+(unchecked: it was checked once).
 """
 
 from __future__ import annotations

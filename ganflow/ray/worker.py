@@ -107,6 +107,9 @@ class WorkerHooks:
         elif report_due:
             self.report(metrics)
         if preempted and not end.last:
+            # every rank waits for rank 0's W&B artifact of this checkpoint: the first rank to raise has
+            # Ray tear the group down, rank 0 (and the subprocess W&B was running) with it
+            self._anyone(False)
             raise Preempted(f"preempted: stopped at step {end.step} with its checkpoint written")
 
     def _anyone(self, flag: bool) -> bool:

@@ -52,6 +52,23 @@ def test_round_trip_restores_every_tensor_and_number(tmp_path, overrides):
     assert isinstance(next(iter(fresh.opt_g.state)), torch.Tensor)  # optimizer state keyed by the live params
 
 
+def test_the_gan_steps_values_load_from_checkpoints_before_and_after_they_were_typed(tmp_path):
+    """GANState keeps the dict a checkpoint has always held ({} in ganflow 0.1.0, a few keys later);
+    a key it does not know is refused, not dropped."""
+    cfg, st = _trained_state(("model.name=stylegan2", "model.ngf=2", "model.ndf=2", "model.mapping_layers=1",
+                              "train.augment=translation", "train.augment_p=adaptive", "loss.pl_weight=2"), steps=1)
+    saved = st.state_dict()
+    assert set(saved["gan"]) == {"augment_p", "ada_sum", "pl_mean"} and saved["gan"]["pl_mean"] > 0
+    _, fresh = build_training(cfg, torch.device("cpu"))
+    for older, want in (({}, 0.0), ({"pl_mean": 0.25}, 0.25)):
+        fresh.load_state_dict({**saved, "gan": older})
+        assert fresh.gan.pl_mean == want and fresh.gan.augment_p == 0.0
+    fresh.load_state_dict({k: v for k, v in saved.items() if k != "gan"})  # ganflow 0.1.0: no "gan" at all
+    assert fresh.gan.state_dict() == {"augment_p": 0.0, "ada_sum": 0.0, "pl_mean": 0.0}
+    with pytest.raises(ValueError, match="unknown GAN step values \\['p_aug'\\]"):
+        fresh.load_state_dict({**saved, "gan": {"p_aug": 0.5}})
+
+
 def test_corrupted_file_is_refused_with_a_clear_error(tmp_path):
     cfg, st = _trained_state()
     d = ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "c")
