@@ -271,16 +271,10 @@ def from_dict(d: Dict[str, Any]) -> JobConfig:
 def with_values(cfg: JobConfig, values: Dict[str, Any]) -> JobConfig:
     """A copy of `cfg` with these dotted keys set (the config is frozen: a change is a new one);
     typed by the schema, not checked again."""
-    d = cfg.to_dict()
+    conf = OmegaConf.create(cfg.to_dict())
     for key, value in values.items():
-        *path, last = key.split(".")
-        node = d
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or last not in node:
-            fail(key, "unknown key")
-        node[last] = value
-    return from_dict(d)
+        OmegaConf.update(conf, key, value)  # a misspelt key is refused by from_dict's schema
+    return from_dict(OmegaConf.to_container(conf))
 
 
 def redacted(cfg: JobConfig) -> JobConfig:

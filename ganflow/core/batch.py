@@ -60,10 +60,6 @@ class BatchPlan:
         k = self.parts
         return [(rank * k + c, self.world * k) for c in range(k)]
 
-    def shrunk(self, factor: int) -> "BatchPlan":
-        """The plan of a batch `factor` times smaller (StyleGAN2's half-size path-length batch)."""
-        return BatchPlan(self.global_batch // factor, self.world, self.part_size // factor if self.part_size else None)
-
     def shrink_problem(self, factor: int) -> Optional[Tuple[str, str]]:
         """(config key, what is wrong) when a batch `factor` times smaller would not split the same way."""
         if self.global_batch % (factor * self.world):

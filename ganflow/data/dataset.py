@@ -131,6 +131,9 @@ class BatchSampler:
     `device` once, so a step's indices are a slice on the device: no host sync per step."""
 
     def __init__(self, n: int, plan: BatchPlan, seed: int, rank: int = 0, device: torch.device | str = "cpu"):
+        problem = plan.problem()
+        if problem:
+            raise ValueError(": ".join(problem))
         self.n, self.batch, self.seed = n, plan.global_batch, seed
         self.rows = plan.rows(rank)
         self.device = torch.device(device)

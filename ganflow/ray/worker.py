@@ -89,7 +89,9 @@ class WorkerHooks:
         self.last_report = time.monotonic()
         self.device = next(state.G.parameters()).device
         t = cfg.train
-        self.fixed = fixed_latents(t.seed, cfg.model.nz, state.G.num_classes, t.num_sample_images, self.device)
+        # the latents of every sample grid; rank 0 draws them
+        self.fixed = fixed_latents(t.seed, cfg.model.nz, state.G.num_classes, t.num_sample_images, self.device) \
+            if rank == 0 else None
 
     def __call__(self, end: StepEnd) -> None:
         metrics, best = dict(end.metrics), False
