@@ -10,6 +10,7 @@ from ganflow.config import ConfigError
 from ganflow.metrics.inception import InceptionWeightsError
 from ganflow.ray.cluster import RayAddressError
 from ganflow.ray.signals import SigtermStop
+from ganflow.run.layout import SweepLayout
 from ganflow.store import StorageError
 from ganflow.sweep.spec import SweepError, load_saved_spec, load_spec
 from ganflow.sweep.tune import sweep
@@ -33,6 +34,7 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
     except KeyboardInterrupt:
         return die("interrupted", 130)
     print(f"best {spec.metric}={result.best_value:.6g}: {result.best_checkpoint}", file=sys.stderr)
-    print(f"results: {result.location}/results.jsonl, results.csv, best.json", file=sys.stderr)
+    print(f"results: {result.location}/{SweepLayout.RESULTS}, {SweepLayout.RESULTS_CSV}, {SweepLayout.BEST_JSON}",
+          file=sys.stderr)
     print(result.best_config)
     return 0

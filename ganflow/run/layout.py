@@ -8,6 +8,13 @@
 Keys are relative to the run's location. Ray Train keeps its own bookkeeping beside them
 (checkpoint_manager_snapshot.json, .validate_storage_marker), pointed at the same location so its
 restore and ours agree.
+
+SweepLayout: the same for a sweep (its trials' runs are ordinary runs under the job's experiment).
+
+    <storage.uri>/sweeps/<name>-<time>/
+      sweep.yaml, results.jsonl, results.csv, best.yaml, best.json
+      trials/<trial_id>.jsonl
+      tune/  (Ray Tune's experiment state, what `--resume` restores)
 """
 
 from __future__ import annotations
@@ -67,3 +74,27 @@ class RunLayout:
         if not run or not cls.is_checkpoint_name(name) or "/" in name:
             raise ValueError(f"{uri}: not a checkpoint location (<run>/{cls.CHECKPOINTS}/{cls.STEP_PREFIX}N)")
         return run, f"{cls.CHECKPOINTS}/{name}"
+
+
+class SweepLayout:
+    ROOT = "sweeps"
+    SPEC = "sweep.yaml"  # the spec as run (absolute paths), what `--resume` reads back
+    RESULTS = "results.jsonl"
+    RESULTS_CSV = "results.csv"
+    BEST = "best.yaml"  # the winning job, ready to train
+    BEST_JSON = "best.json"
+    TRIALS = "trials"
+    TUNE = "tune"
+
+    @classmethod
+    def new_key(cls, name: str) -> str:
+        return f"{cls.ROOT}/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    @classmethod
+    def key_of(cls, location: str) -> str:
+        """The sweep's key in its storage, from the location `--resume` names (a folder or s3:// prefix)."""
+        return f"{cls.ROOT}/{location.rstrip('/').rsplit('/', 1)[-1]}"
+
+    @classmethod
+    def trial_log(cls, trial_id: str) -> str:
+        return f"{cls.TRIALS}/{trial_id}.jsonl"

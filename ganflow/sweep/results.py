@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ganflow.job import load_job
+from ganflow.run.layout import SweepLayout
 from ganflow.store import is_s3
 from ganflow.sweep.spec import SweepError, SweepSpec, override
 from ganflow.sweep.trial import TrialLog
@@ -63,14 +64,14 @@ def _trial_rows(spec: SweepSpec, grid, location: str, options) -> List[Dict[str,
 def write_results(spec: SweepSpec, grid, store, prefix: str, location: str, options) -> SweepResult:
     rows = _trial_rows(spec, grid, location, options)
     scored = [r for r in rows if r[f"best_{spec.metric}"] is not None]
-    store.put_bytes(f"{prefix}/results.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    store.put_bytes(f"{prefix}/{SweepLayout.RESULTS}", "".join(json.dumps(r) + "\n" for r in rows).encode())
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["trial"])
     writer.writeheader()
     writer.writerows(rows)
-    store.put_bytes(f"{prefix}/results.csv", buf.getvalue().encode())
+    store.put_bytes(f"{prefix}/{SweepLayout.RESULTS_CSV}", buf.getvalue().encode())
     if not scored:
-        raise SweepError(f"no trial reported eval/{spec.metric}; see the trials' errors in {location}/results.jsonl")
+        raise SweepError(f"no trial reported eval/{spec.metric}; see the trials' errors in {location}/{SweepLayout.RESULTS}")
     pick = min if spec.mode == "min" else max
     best = pick(scored, key=lambda r: r[f"best_{spec.metric}"])
     winning = [override(d.key, best[d.key]) for d in spec.space]
@@ -79,12 +80,12 @@ def write_results(spec: SweepSpec, grid, store, prefix: str, location: str, opti
               f"at step {best['best_step']}, trial {best['trial']}\n"
               f"# {', '.join(winning)}\n")
     yaml_text = header + best_cfg.to_yaml()
-    store.put_bytes(f"{prefix}/best.yaml", yaml_text.encode())
-    store.put_bytes(f"{prefix}/best.json", json.dumps({
+    store.put_bytes(f"{prefix}/{SweepLayout.BEST}", yaml_text.encode())
+    store.put_bytes(f"{prefix}/{SweepLayout.BEST_JSON}", json.dumps({
         "metric": spec.metric, "mode": spec.mode, "value": best[f"best_{spec.metric}"], "step": best["best_step"],
         "trial": best["trial"], "values": {d.key: best[d.key] for d in spec.space},
         "checkpoint": best["best_checkpoint"]}, indent=2).encode())
-    local_best = Path(store.uri(f"{prefix}/best.yaml")) if not is_s3(location) else None
-    return SweepResult(location, local_best or Path(f"{location}/best.yaml"), best["best_checkpoint"],
+    local_best = Path(store.uri(f"{prefix}/{SweepLayout.BEST}")) if not is_s3(location) else None
+    return SweepResult(location, local_best or Path(f"{location}/{SweepLayout.BEST}"), best["best_checkpoint"],
                        best[f"best_{spec.metric}"], rows)
 

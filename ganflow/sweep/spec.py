@@ -32,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ganflow.config import ConfigError, JobConfig
 from ganflow.job import load_job
 from ganflow.metrics.scoring import default_metrics, rankable_values, ranking
+from ganflow.run.layout import SweepLayout
 from ganflow.store import NotFound, StorageError, is_s3, open_store
 
 
@@ -261,9 +262,6 @@ def base_overrides(spec: SweepSpec, base: JobConfig) -> List[str]:
     return spec.overrides + [f"eval.every={base.eval.every}"]
 
 
-SPEC_FILE = "sweep.yaml"  # the spec as run (absolute paths), what `--resume` reads back
-
-
 def pinned_overrides(base: JobConfig) -> List[str]:
     """Tune runs each trial in a directory of its own: local paths the job names relative to
     where `ganflow sweep` was started are made absolute, so runs, data and W&B files are where
@@ -281,24 +279,18 @@ def with_overrides(spec: SweepSpec, extra: List[str]) -> SweepSpec:
     return dataclasses.replace(spec, overrides=overrides, base=load_job(spec.job, overrides + [f"eval.every={spec.base.eval.every}"]))
 
 
-def resume_key(spec: SweepSpec, location: str) -> str:
-    """The sweep's key in its storage (`sweeps/<name>-<time>`), from the location `--resume` names."""
-    name = location.rstrip("/").rsplit("/", 1)[-1]
-    return f"sweeps/{name}"
-
-
 def load_saved_spec(location: str, extra_overrides: Optional[List[str]] = None) -> SweepSpec:
     """The spec a sweep at `location` (a folder or s3:// prefix) ran with, its sweep.yaml, for `--resume`."""
     import tempfile
 
     try:
-        text = open_store(location).get_bytes(SPEC_FILE).decode()
+        text = open_store(location).get_bytes(SweepLayout.SPEC).decode()
     except NotFound:
-        raise SweepError(f"--resume {location}: no {SPEC_FILE} there; name the sweep folder `ganflow sweep` printed "
-                         "(<storage.uri>/sweeps/<name>-<time>)") from None
+        raise SweepError(f"--resume {location}: no {SweepLayout.SPEC} there; name the sweep folder `ganflow sweep` printed "
+                         f"(<storage.uri>/{SweepLayout.ROOT}/<name>-<time>)") from None
     except StorageError as err:
         raise SweepError(f"--resume {location}: {err}") from None
     with tempfile.TemporaryDirectory() as d:  # its job path is absolute: the copy reads the same job
-        saved = Path(d, SPEC_FILE)
+        saved = Path(d, SweepLayout.SPEC)
         saved.write_text(text)
         return load_spec(saved, extra_overrides)

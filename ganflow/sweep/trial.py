@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from ganflow.job import load_job
 from ganflow.ray import driver
-from ganflow.run.layout import RunLayout
+from ganflow.run.layout import RunLayout, SweepLayout
 from ganflow.store import NotFound, S3Options, Store, open_store, store_options
 from ganflow.sweep.spec import override
 
@@ -116,7 +116,7 @@ class TrialLog:
 
     def __init__(self, location: str, trial_id: str, options=None):
         self.store = open_store(location, options or S3Options())
-        self.key = f"trials/{trial_id}.jsonl"
+        self.key = SweepLayout.trial_log(trial_id)
 
     def append(self, record: Dict[str, Any]) -> None:
         self.store.put_bytes(self.key, (self.read_text() + json.dumps(record) + "\n").encode())

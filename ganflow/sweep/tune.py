@@ -8,7 +8,6 @@ act on `eval/<value>` with `step` as time (see ganflow.sweep.trial for how trial
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, Callable, Dict, Optional
 
 from omegaconf import OmegaConf
@@ -16,10 +15,10 @@ from omegaconf import OmegaConf
 from ganflow.present.progress import Progress
 from ganflow.ray.cluster import preflight, ray_session
 from ganflow.ray.signals import SigtermStop
+from ganflow.run.layout import SweepLayout
 from ganflow.store import open_store
 from ganflow.sweep.results import SweepResult, write_results
-from ganflow.sweep.spec import PERTURBABLE, SPEC_FILE, SweepError, SweepSpec, base_overrides, pinned_overrides, \
-    resume_key, with_overrides
+from ganflow.sweep.spec import PERTURBABLE, SweepError, SweepSpec, base_overrides, pinned_overrides, with_overrides
 from ganflow.sweep.trial import run_trial
 
 
@@ -106,11 +105,11 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     options = preflight(spec.base, address, "sweep")  # every trial evaluates: missing FID weights fail here, once
     store = open_store(spec.base.storage.uri, options)
     store.check()
-    sweep_key = resume_key(spec, resume) if resume else f"sweeps/{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_key = SweepLayout.key_of(resume) if resume else SweepLayout.new_key(spec.name)
     location = store.uri(sweep_key)
     if not resume:
         spec = with_overrides(spec, pinned_overrides(spec.base))
-        store.put_bytes(f"{sweep_key}/{SPEC_FILE}", OmegaConf.to_yaml({**spec.source, "overrides": spec.overrides}).encode())
+        store.put_bytes(f"{sweep_key}/{SweepLayout.SPEC}", OmegaConf.to_yaml({**spec.source, "overrides": spec.overrides}).encode())
     print(f"[ganflow] sweep {location} (if cut short: ganflow sweep --resume {location})", file=sys.stderr, flush=True)
     # Tune stops a trial by ending its driver; Ray Train's cleaner then frees the trial's placement
     # group, which it finds through the State API (see ganflow.ray.cluster.ensure_ray)
@@ -122,9 +121,9 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
         trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=sweep_info),
                                         {"memory": 1})  # the trial only drives its TorchTrainer: no CPU of its own
         if resume:
-            experiment = f"{storage_path}/{sweep_key}/tune"
+            experiment = f"{storage_path}/{sweep_key}/{SweepLayout.TUNE}"
             if not tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
-                raise SweepError(f"--resume {location}: no Tune experiment state in {location}/tune")
+                raise SweepError(f"--resume {location}: no Tune experiment state in {location}/{SweepLayout.TUNE}")
             tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                        storage_filesystem=filesystem)
         else:
@@ -137,7 +136,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
                     search_alg=_searcher(spec), scheduler=SCHEDULER_BUILDERS[spec.scheduler](spec),
                     metric=spec.eval_key if plain else None, mode=spec.mode if plain else None,
                 ),
-                run_config=tune.RunConfig(name=f"{sweep_key}/tune", storage_path=storage_path,
+                run_config=tune.RunConfig(name=f"{sweep_key}/{SweepLayout.TUNE}", storage_path=storage_path,
                                           storage_filesystem=filesystem, callbacks=[TrialTable(spec).callback], verbose=0),
             )
         grid = tuner.fit()

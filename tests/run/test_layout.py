@@ -1,10 +1,10 @@
-"""RunLayout is the run-location contract other tools script against (README "Run layout")."""
+"""RunLayout and SweepLayout are the location contracts other tools script against (README "Run layout")."""
 
 from __future__ import annotations
 
 import pytest
 
-from ganflow.run.layout import RunLayout
+from ganflow.run.layout import RunLayout, SweepLayout
 
 
 def test_run_layout_names_the_contract_paths():
@@ -21,3 +21,11 @@ def test_a_checkpoint_uri_splits_into_its_run_and_key_and_anything_else_is_refus
     for bad in ("s3://b/runs/exp/r1", "/runs/exp/r1/checkpoints/latest", "/runs/r1/checkpoints/step_1/G.safetensors"):
         with pytest.raises(ValueError, match="not a checkpoint location"):
             RunLayout.split_checkpoint(bad)
+
+
+def test_sweep_layout_names_the_contract_paths_and_resume_finds_the_key_from_a_location():
+    key = SweepLayout.new_key("lr")
+    assert key.startswith("sweeps/lr-") and SweepLayout.key_of(f"s3://b/runs/{key}/") == key
+    assert SweepLayout.key_of(f"/home/u/runs/{key}") == key
+    assert (SweepLayout.SPEC, SweepLayout.RESULTS, SweepLayout.BEST) == ("sweep.yaml", "results.jsonl", "best.yaml")
+    assert SweepLayout.trial_log("abc_00001") == "trials/abc_00001.jsonl"
