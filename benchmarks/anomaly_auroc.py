@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.digits_split import train_run, write_split  # noqa: E402
-from ganflow.commands.score import ScoreSettings, mean_by_label, score_images  # noqa: E402
+from ganflow.commands.score import score_images  # noqa: E402
+from ganflow.metrics.anomaly import ScoreSettings, mean_by_label  # noqa: E402
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from ganflow.metrics.features import load_extractor
 from ganflow.metrics.kernels import feature_stats, frechet_distance
 from ganflow.metrics.reference import real_images
 from ganflow.core.sampling import generate
-from ganflow.commands.common import load_generator
+from ganflow.run.generator import load_generator
 
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
 

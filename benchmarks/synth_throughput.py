@@ -18,8 +18,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ganflow.commands.common import load_generator  # noqa: E402
-from ganflow.commands.synth import png_bytes, synthesize  # noqa: E402
+from ganflow.run.generator import load_generator  # noqa: E402
+from ganflow.commands.synth import ShardWriter, class_folder_names, plan, synthesize  # noqa: E402
+from ganflow.present.pictures import image_png  # noqa: E402
 
 
 def reference(run: str, num: int, out: Path) -> float:
@@ -31,7 +32,7 @@ def reference(run: str, num: int, out: Path) -> float:
             y = torch.randint(max(G.num_classes, 1), (n,)) if G.num_classes else None
             x = G(torch.randn(n, G.nz), y).clamp(-1, 1)
             for j in range(n):
-                (out / f"{i + j:07d}.png").write_bytes(png_bytes(x[j]))
+                (out / f"{i + j:07d}.png").write_bytes(image_png(x[j]))
     return num / (time.perf_counter() - started)
 
 
@@ -53,13 +54,14 @@ def main() -> None:
                            ("ganflow synth, 1 Ray worker", -1)):
         out = scratch / f"w{workers}"
         if workers == -1:  # one Ray actor: the Ray path's own cost, against the in-process one
-            from ganflow.commands.synth import _write_with_ray, plan, class_folder_names
+            from ganflow.ray.pool import map_on_actors
 
             loaded = load_generator(args.run)
             shards = plan(args.num, None, loaded.G.num_classes)
             folders = class_folder_names(loaded.meta, loaded.G.num_classes)
             started = time.perf_counter()
-            _write_with_ray((args.run, str(out), "png", 0, None, folders), shards, 1)
+            list(map_on_actors(ShardWriter, (args.run, str(out), "png", 0, None, folders), "write",
+                               [(s,) for s in shards], 1, "synth"))
             rate = args.num / (time.perf_counter() - started)
         else:
             manifest = synthesize(args.run, str(out), num=args.num, workers=workers)

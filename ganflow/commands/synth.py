@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ganflow.commands.common import RUN_ERRORS, die, resolve_location
+from ganflow.present.pictures import image_png
 from ganflow.present.progress import Progress
 from ganflow.core.rng import rng_seed
 from ganflow.core.state import DataMeta
@@ -103,15 +104,6 @@ def draw(G: torch.nn.Module, shard: Shard, seed: int, truncation: Optional[float
     return x, y
 
 
-def png_bytes(image: torch.Tensor) -> bytes:
-    from PIL import Image
-
-    arr = ((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 class ShardWriter:
     """Draws shards and writes their files; one per process (in-process, or a Ray actor)."""
 
@@ -125,7 +117,7 @@ class ShardWriter:
         if self.fmt == "png":
             folder = self.folders[shard.label or 0]
             for i in range(shard.count):
-                self.store.put_bytes(f"{folder}/{shard.start + i:07d}.png", png_bytes(x[i]))
+                self.store.put_bytes(f"{folder}/{shard.start + i:07d}.png", image_png(x[i]))
         else:
             buf = io.BytesIO()
             arrays = {"images": x.numpy().astype(np.float32)}

@@ -10,9 +10,25 @@ import torch
 from PIL import Image, ImageDraw
 
 
+def _uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _png(canvas: np.ndarray) -> bytes:
+    """(C, H, W) uint8, C 1 or 3 -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(canvas[0] if canvas.shape[0] == 1 else canvas.transpose(1, 2, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_png(image: torch.Tensor) -> bytes:
+    """One (C, H, W) image in [-1, 1] -> PNG bytes."""
+    return _png(_uint8(image).numpy())
+
+
 def grid_png(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> bytes:
     """(N, C, H, W) in [-1, 1] -> PNG bytes of an nrow-wide grid."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = _uint8(images)
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
@@ -21,10 +37,7 @@ def grid_png(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> byt
         r, col = divmod(i, nrow)
         top, left = pad + r * (h + pad), pad + col * (w + pad)
         canvas[:, top : top + h, left : left + w] = x[i].numpy()
-    img = Image.fromarray(canvas[0] if c == 1 else canvas.transpose(1, 2, 0))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return _png(canvas)
 
 
 def scatter_png(points: torch.Tensor, centers: torch.Tensor | None = None, size: int = 512, extent: float = 5.0) -> bytes:
