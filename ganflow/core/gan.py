@@ -33,13 +33,22 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PL_DECAY, PL_BATCH_SHRINK = 0.01, 2  # StyleGAN2's path-length EMA and its half-size batch
 
 
+RUNNING_STATS = ("running_mean", "running_var")  # a norm layer's statistics: averaged like the weights
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    """Parameters follow an EMA with a warm-up, min(decay, (1+t)/(10+t)); buffers (BN stats) are copied."""
+    """Parameters follow an EMA with a warm-up, min(decay, (1+t)/(10+t)). BatchNorm's running
+    statistics follow the same EMA (as BigGAN-PyTorch's): copied from the live G they would
+    normalise the averaged weights with the last few steps' activations. Other buffers (StyleGAN2's
+    w_avg, a counter) are copied, as StyleGAN2-ADA does."""
     beta = min(decay, (1 + step) / (10 + step))
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - beta)  # one kernel per group
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+    for (name, b_ema), b in zip(ema.named_buffers(), model.buffers()):
+        if name.rsplit(".", 1)[-1] in RUNNING_STATS and b.is_floating_point():
+            b_ema.lerp_(b, 1 - beta)
+        else:
+            b_ema.copy_(b)
 
 
 def _grad_norm(params) -> Tensor:
