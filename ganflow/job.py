@@ -38,9 +38,15 @@ def complete(cfg: JobConfig) -> JobConfig:
     return check(resolve(cfg))
 
 
+def auto_r1_gamma(cfg: JobConfig) -> float:
+    """StyleGAN2-ADA's `auto` config rule (train.py, cfg_specs['auto']): 0.0002 * res^2 / batch,
+    the global batch; the same rule R3GAN's presets scale from."""
+    return 0.0002 * cfg.data.resolution ** 2 / cfg.train.batch_size
+
+
 def resolve(cfg: JobConfig) -> JobConfig:
     """A copy of `cfg` with the defaults that depend on other choices filled in: the loss's penalty
-    and critic steps, no D normalisation under spectral norm, no augmentation spelled as ""."""
+    and critic steps, `loss.r1_gamma: auto`, no D normalisation under spectral norm, no augmentation spelled as ""."""
     one_of("loss.name", cfg.loss.name, tuple(LOSSES))
     one_of("model.name", cfg.model.name, tuple(models.MODELS))
     loss, model = LOSSES[cfg.loss.name], models.spec(cfg.model.name)
@@ -52,11 +58,13 @@ def resolve(cfg: JobConfig) -> JobConfig:
     return dataclasses.replace(
         cfg,
         loss=dataclasses.replace(lo, gp_weight=default(lo.gp_weight, loss.gp_weight), n_critic=default(lo.n_critic, loss.n_critic),
+                                 r1_gamma=auto_r1_gamma(cfg) if lo.r1_gamma == "auto" else float(lo.r1_gamma),
                                  d_reg_every=default(lo.d_reg_every, model.d_reg_every),
                                  g_reg_every=default(lo.g_reg_every, model.g_reg_every),
                                  pl_weight=default(lo.pl_weight, model.pl_weight)),
         model=dataclasses.replace(m, d_norm="none" if m.spectral_norm else m.d_norm),  # SN replaces normalisation in D
-        train=dataclasses.replace(t, augment=t.augment or ""),
+        train=dataclasses.replace(t, augment=t.augment or "",
+                                  augment_p=t.augment_p if isinstance(t.augment_p, str) else float(t.augment_p)),
     )
 
 

@@ -1,11 +1,12 @@
-"""`ganflow train JOB.yaml [overrides] [--address ADDR] [--resume RUN]`: prints the run location last."""
+"""`ganflow train JOB.yaml [overrides] [--address ADDR] [--resume RUN] [--dry-run]`: prints the run location
+last (with --dry-run: the resolved job, and nothing starts)."""
 
 from __future__ import annotations
 
 from typing import List, Optional
 
 from ganflow.commands.exits import EXIT_FAILURE, die
-from ganflow.config import ConfigError, load
+from ganflow.config import ConfigError, load, redacted
 from ganflow.core.trace import mark
 
 
@@ -45,6 +46,9 @@ def main(args, stop=None) -> int:
     except ConfigError as err:
         return die(f"config: {err}")
     mark("config")
+    if args.dry_run:
+        print(redacted(cfg).to_yaml(), end="")
+        return 0
     from ganflow.metrics.inception import InceptionWeightsError
     from ganflow.ray import driver
     from ganflow.ray.cluster import RayAddressError

@@ -96,8 +96,10 @@ def _check_model(m: ModelConfig) -> None:
 def _check_loss(lo: LossConfig) -> None:
     if lo.gp_weight is not None and lo.gp_weight < 0:
         fail("loss.gp_weight", f"must be >= 0, got {lo.gp_weight}")
+    if isinstance(lo.r1_gamma, str) and lo.r1_gamma != "auto":
+        fail("loss.r1_gamma", f"must be a number >= 0 or 'auto' (StyleGAN2-ADA's 0.0002 * res^2 / batch_size), got {lo.r1_gamma!r}")
     for key in ("r1_gamma", "r2_gamma", "pl_weight"):
-        if (getattr(lo, key) or 0) < 0:
+        if not isinstance(getattr(lo, key), str) and (getattr(lo, key) or 0) < 0:
             fail(f"loss.{key}", f"must be >= 0, got {getattr(lo, key)}")
     for key in ("d_reg_every", "g_reg_every"):
         if getattr(lo, key) is not None:

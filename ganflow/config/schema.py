@@ -52,7 +52,7 @@ class ModelConfig:
 class LossConfig:
     name: str = "nonsaturating"  # minimax | nonsaturating | lsgan | wgan-gp | hinge | rpgan
     gp_weight: Optional[float] = None  # gradient penalty; None: 10 for wgan-gp, else 0
-    r1_gamma: float = 0.0  # R1 penalty on real data (Mescheder et al. 2018); 0 disables
+    r1_gamma: Union[float, int, str] = 0.0  # R1 penalty on real data (Mescheder et al. 2018); 0 disables; "auto": 0.0002 * res^2 / batch_size
     r2_gamma: float = 0.0  # R2: the same zero-centred penalty on fakes (R3GAN); 0 disables
     n_critic: Optional[int] = None  # D steps per G step; None: 5 for wgan-gp, else 1
     d_reg_every: Optional[int] = None  # R1/R2 every N steps, lazily (Adam rescaled); None: the model's (stylegan2 16, else 1)
@@ -81,7 +81,7 @@ class TrainConfig:
     seed: int = 0
     ema_decay: float = 0.999  # generator EMA; 0 disables
     augment: Optional[str] = None  # DiffAugment policy, e.g. "color,translation,cutout"; empty: off
-    augment_p: Union[float, str] = 1.0  # chance each op is applied to an image; "adaptive": StyleGAN2-ADA's heuristic
+    augment_p: Union[float, int, str] = 1.0  # chance each op is applied to an image; "adaptive": StyleGAN2-ADA's heuristic
     augment_target: float = 0.6  # adaptive: the E[sign(D(real))] that p steers towards
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; bf16/fp16 need a GPU)
     log_every: int = 50
@@ -94,6 +94,7 @@ class TrainConfig:
     channels_last: bool = False  # models and images in channels-last memory format (faster convolutions on GPUs)
     compile: bool = False  # torch.compile G's and D's forward passes (penalty passes stay eager)
     tf32: bool = False  # TF32 matmuls and convolutions on Ampere and newer GPUs
+    cudnn_benchmark: bool = True  # cuDNN picks the fastest convolution algorithms for the fixed shapes (as StyleGAN2-ADA)
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

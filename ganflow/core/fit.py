@@ -60,7 +60,9 @@ def mean_across_workers(values: Dict[str, float], device: torch.device) -> Dict[
 
 def process_settings(train: TrainConfig) -> None:
     """Process-wide switches a training process sets once (PyTorch keeps them per process): TF32
-    matmuls and convolutions with train.tf32 (off leaves PyTorch's defaults)."""
+    matmuls and convolutions with train.tf32 (off leaves PyTorch's defaults); cuDNN's autotuner with
+    train.cudnn_benchmark (a GAN's shapes never change; it has no effect without cuDNN)."""
+    torch.backends.cudnn.benchmark = train.cudnn_benchmark
     if train.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -152,3 +152,22 @@ def test_a_job_file_carrying_a_secret_key_is_refused_without_echoing_it(tmp_path
     assert code == 2
     assert "config: storage.secret_key: credentials do not belong in a job config" in err and "AWS_PROFILE" in err
     assert SECRET not in err
+
+
+def test_r1_gamma_auto_is_the_references_rule_and_dry_run_shows_the_resolved_job_starting_nothing(tmp_path):
+    """`loss.r1_gamma: auto` is StyleGAN2-ADA's 0.0002 * res^2 / batch (0.0128 for the 64 px job at
+    batch 64; the job used to hard-code 0.05); `--dry-run` prints it and writes nothing."""
+    from tests.conftest import cli_here
+
+    assert load_job(JOBS / "stylegan2_images_64.yaml").loss.r1_gamma == pytest.approx(0.0128)
+    assert load_job(JOBS / "stylegan2_digits.yaml", ["loss.r1_gamma=auto", "train.batch_size=32"]).loss.r1_gamma \
+        == pytest.approx(0.0002 * 32 ** 2 / 32)
+    assert load_job(JOBS / "ring.yaml").loss.r1_gamma == 1.0  # a number stays as given
+    assert load_job(JOBS / "quickstart.yaml", ["loss.r1_gamma=2", "train.augment_p=1"]).train.augment_p == 1.0  # ints too
+    proc = cli_here("train", str(JOBS / "stylegan2_digits.yaml"), "loss.r1_gamma=auto", f"storage.uri={tmp_path}/runs",
+                    "--dry-run", check=True)
+    shown = config.load(text=proc.stdout)  # the printed job is itself a job ganflow takes
+    assert shown.loss.r1_gamma == pytest.approx(0.0002 * 32 ** 2 / shown.train.batch_size)
+    assert shown.loss.d_reg_every == 16 and not (tmp_path / "runs").exists()
+    bad = cli_here("train", str(JOBS / "ring.yaml"), "loss.r1_gamma=often")
+    assert bad.returncode == 2 and "loss.r1_gamma: must be a number >= 0 or 'auto'" in bad.stderr
