@@ -39,6 +39,8 @@ def _sample(sub) -> None:
     s.add_argument("--out", required=True, help="output file: .npz (arrays) or .png (grid)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--label", type=int, default=None, help="class label for conditional models")
+    s.add_argument("--noise", choices=("random", "const"), default="random",
+                   help="a generator with noise inputs (stylegan2): fresh noise per sample (as evaluation) or its constant noise")
     s.add_argument("--truncation", type=float, default=None,
                    help="psi in [0, 1]: styles pulled towards the mean style (models with a style space: stylegan2)")
     s.set_defaults(verb="sample:main")

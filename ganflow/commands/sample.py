@@ -22,7 +22,7 @@ from ganflow.store.atomic import write_atomic
 
 
 def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: Optional[int] = None,
-                   truncation: Optional[float] = None) -> Path:
+                   truncation: Optional[float] = None, noise: str = "random") -> Path:
     if num <= 0:
         raise SampleError(f"--num: must be > 0, got {num}")
     if truncation is not None and not 0 <= truncation <= 1:
@@ -37,7 +37,7 @@ def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: O
         with_styles = sorted(n for n, s in models.MODELS.items() if s.styles)
         raise SampleError(f"--truncation: model.name={name} has no style space to truncate ({' or '.join(with_styles)} has); "
                           "`ganflow synth --truncation T` redraws latents beyond +-T for any model")
-    x, y = generate(G, num, seed, label, truncation=truncation)
+    x, y = generate(G, num, seed, label, truncation=truncation, noise=noise)
     if suffix == ".png":
         centers = torch.tensor(meta.centers) if meta.centers else None
         data = scatter_png(x, centers) if x.dim() == 2 else grid_png(x)
@@ -54,7 +54,8 @@ def sample_to_file(run: str | Path, num: int, out: Path, seed: int = 0, label: O
 
 def main(args: argparse.Namespace) -> int:
     try:
-        path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label, truncation=args.truncation)
+        path = sample_to_file(args.run, args.num, Path(args.out), seed=args.seed, label=args.label,
+                              truncation=args.truncation, noise=args.noise)
     except RUN_ERRORS as err:
         return die(str(err))
     print(path)

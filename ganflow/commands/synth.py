@@ -22,7 +22,7 @@ import torch
 from ganflow.commands.common import RUN_ERRORS, die, resolve_location
 from ganflow.present.pictures import image_png
 from ganflow.present.progress import Progress
-from ganflow.core.rng import rng_seed
+from ganflow.core.rng import SampleNoise, rng_seed
 from ganflow.core.state import DataMeta
 from ganflow.run.generator import load_generator
 from ganflow.store import open_store
@@ -98,7 +98,8 @@ def draw(G: torch.nn.Module, shard: Shard, seed: int, truncation: Optional[float
     z = truncated_normal(shard.count, G.nz, truncation, g)
     y = None if shard.label is None else torch.full((shard.count,), shard.label, dtype=torch.int64)
     device = next(G.parameters()).device
-    x = G(z.to(device), None if y is None else y.to(device)).float().cpu().clamp(-1, 1)
+    noise = {"noise": SampleNoise(rng_seed(seed, 0x5F, shard.index), 0, shard.count)} if getattr(G, "random_inputs", False) else {}
+    x = G(z.to(device), None if y is None else y.to(device), **noise).float().cpu().clamp(-1, 1)
     if x.dim() != 4:
         raise SynthError("synth: this run's generator makes 2D points, not images; use `ganflow sample --out x.npz`")
     return x, y

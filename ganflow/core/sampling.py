@@ -8,7 +8,9 @@ from typing import Optional
 
 import torch
 
-from ganflow.core.rng import STREAM_FIXED, generator_for, rng_seed, sample_latents
+from ganflow.core.rng import STREAM_FIXED, SampleNoise, generator_for, rng_seed, sample_latents
+
+NOISE_MODES = ("random", "const")
 
 
 class SampleError(ValueError):
@@ -17,10 +19,14 @@ class SampleError(ValueError):
 
 @torch.no_grad()
 def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] = None, batch: int = 512,
-             rows: slice = slice(None), truncation: Optional[float] = None):
+             rows: slice = slice(None), truncation: Optional[float] = None, noise: str = "random"):
     """(samples, labels or None), deterministic in `seed`; `rows` picks a share of the `num` (a
     worker's, when several split one evaluation): the same rows as in the whole batch.
-    `truncation`: psi of a generator with a style space (G(z, y, truncation=psi))."""
+    `truncation`: psi of a generator with a style space (G(z, y, truncation=psi)). `noise`: a
+    generator with noise inputs (StyleGAN2) gets fresh noise per sample ("random", as the
+    reference's metrics) or its constant noise ("const", as the reference's snapshots)."""
+    if noise not in NOISE_MODES:
+        raise SampleError(f"--noise: {noise!r}; choose one of {', '.join(NOISE_MODES)}")
     classes = G.num_classes
     if label is not None and not classes:
         raise SampleError("--label: this model is not class-conditional")
@@ -31,10 +37,12 @@ def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] =
     y = None
     if classes:
         y = torch.full((num,), label) if label is not None else torch.randint(classes, (num,), generator=g)
-    z, y = z[rows], (y[rows] if y is not None else None)
+    z, y, index = z[rows], (y[rows] if y is not None else None), range(num)[rows]
     device = next(G.parameters()).device
     kwargs = {"truncation": truncation} if truncation is not None else {}
-    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None, **kwargs).float().cpu()
+    random_noise = noise == "random" and getattr(G, "random_inputs", False)
+    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None, **kwargs,
+             **({"noise": SampleNoise(seed, index[i], len(index[i : i + batch]))} if random_noise else {})).float().cpu()
            for i in range(0, len(z), batch)]
     return torch.cat(out).clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out), y
 

@@ -234,7 +234,9 @@ class StyleGAN2Generator(nn.Module):
         return self.mapping(z.to(device), labels.to(device) if labels is not None else None).mean(0)
 
     def forward(self, z: torch.Tensor, y: Optional[torch.Tensor] = None, rand=None, truncation: float = 1.0,
-                return_ws: bool = False):
+                return_ws: bool = False, noise=None):
+        """`rand`: training's draws (noise and style mixing, `core.rng.RowRandom`); `noise`: noise
+        alone (`core.rng.SampleNoise`, what sampling and evaluation pass); neither: the constant noise."""
         ws = self.styles(z, y)
         if rand is not None and self.style_mixing > 0:  # the draws happen whether or not this batch mixes
             cutoff = rand.randint(1, self.num_ws)
@@ -247,7 +249,7 @@ class StyleGAN2Generator(nn.Module):
         x = img = None
         i = 0
         for block in self.blocks:
-            x, img = block(x, img, ws[:, i:i + block.num_conv + 1], rand, self.dtype)
+            x, img = block(x, img, ws[:, i:i + block.num_conv + 1], noise if noise is not None else rand, self.dtype)
             i += block.num_conv
         return (img, ws) if return_ws else img
 

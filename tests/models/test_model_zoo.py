@@ -109,14 +109,16 @@ def test_each_new_generator_exports_and_the_export_reproduces_it(zoo_checkpoints
 
 
 def test_sample_truncation_pulls_stylegan2_styles_to_the_mean_and_is_refused_without_a_style_space(zoo_checkpoints, tmp_path):
-    def images(psi):
-        out = sample_to_file(zoo_checkpoints["stylegan2"], 16, tmp_path / f"s{psi}.npz", seed=3, truncation=psi)
+    def images(psi, noise="const"):
+        out = sample_to_file(zoo_checkpoints["stylegan2"], 16, tmp_path / f"s{psi}{noise}.npz", seed=3, truncation=psi,
+                             noise=noise)
         return np.load(out)["images"]
 
-    plain = np.load(sample_to_file(zoo_checkpoints["stylegan2"], 16, tmp_path / "s.npz", seed=3))["images"]
+    plain = np.load(sample_to_file(zoo_checkpoints["stylegan2"], 16, tmp_path / "s.npz", seed=3, noise="const"))["images"]
     np.testing.assert_array_equal(images(1.0), plain)  # psi 1 is no truncation
     spread = {psi: images(psi).std(axis=0).mean() for psi in (0.0, 0.5, 1.0)}
     assert spread[0.0] < 1e-6 < spread[0.5] < spread[1.0]  # psi 0: every sample is the mean style's image
+    assert images(0.0, "random").std(axis=0).mean() > 1e-6  # ... but for its noise, when the noise is random
     proc = run_cli("sample", str(zoo_checkpoints["resnet"]), "--num", "4", "--out", str(tmp_path / "r.npz"), "--truncation", "0.5")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--truncation" in proc.stderr
     assert not (tmp_path / "r.npz").exists()
@@ -141,3 +143,20 @@ def test_eval_synth_and_interpolate_take_each_new_model(zoo_checkpoints, tmp_pat
         assert Image.open(tmp_path / f"{model}.png").size[1] > 16 * 9  # a row per class
         cli_here("synth", str(run), "--per-class", "2", "--out", str(tmp_path / f"synth_{model}"), check=True)
         assert sorted(p.name for p in (tmp_path / f"synth_{model}").iterdir() if p.is_dir()) == [str(d) for d in range(10)]
+
+
+def test_stylegan2_samples_and_evaluation_draw_fresh_noise_per_sample_the_same_in_any_split(zoo_checkpoints):
+    """As the reference's metrics (noise_mode='random'): each sample's own noise, a function of
+    (seed, its number), so a worker's share of an evaluation is those samples of the whole set."""
+    from ganflow.core.sampling import generate
+
+    G = load_generator(zoo_checkpoints["stylegan2"]).G
+    with torch.no_grad():
+        G.blocks[-1].conv1.noise_strength.fill_(0.5)  # 2 training steps leave the noise weights near 0
+    whole, _ = generate(G, 600, seed=5)
+    parts = [generate(G, 600, seed=5, rows=rows, batch=100)[0] for rows in (slice(0, 250), slice(250, 600))]
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=1e-6)
+    const, _ = generate(G, 600, seed=5, noise="const")
+    assert (whole - const).abs().amax() > 1e-3  # the noise inputs reach the images
+    again, _ = generate(G, 600, seed=6)
+    assert (again - whole).abs().amax() > 1e-3
