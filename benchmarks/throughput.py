@@ -160,9 +160,12 @@ def plain_model_loop(cfg: config.JobConfig, dataset: Dataset, steps: int, device
     it = [0]
     pl_mean = [0.0]
 
-    def r1(inp, cond):
-        inp = inp.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(D(inp, cond).sum(), inp, create_graph=True)
+    def r1(inp, cond, logits=None):
+        """R1/R2: from a forward already made on `inp` (R3GAN's Trainer), else with one of its own."""
+        if logits is None:
+            inp = inp.detach().requires_grad_(True)
+            logits = D(inp, cond)
+        (grad,) = torch.autograd.grad(logits.float().sum(), inp, create_graph=True)
         return grad.square().flatten(1).sum(1).mean()
 
     def step():
@@ -171,10 +174,15 @@ def plain_model_loop(cfg: config.JobConfig, dataset: Dataset, steps: int, device
             real, ry = x[idx], (labels[idx] if labels is not None else None)
             fy = torch.randint(classes, (b,), device=device) if classes else None
             with auto():
-                fake = G(torch.randn(b, cfg.model.nz, device=device), fy, **rand(b))
-                loss = d_loss(D(real, ry).float(), D(fake.detach(), fy).float())
+                fake_g = G(torch.randn(b, cfg.model.nz, device=device), fy, **rand(b))
+                fake = fake_g.detach()
+                if not lazy_d:  # the penalties differentiate this very forward
+                    real, fake = real.requires_grad_(bool(lo.r1_gamma)), fake.requires_grad_(bool(lo.r2_gamma))
+                real_logits, fake_logits = D(real, ry), D(fake, fy)
+                loss = d_loss(real_logits.float(), fake_logits.float())
             if not lazy_d:
-                loss = loss + (0.5 * lo.r1_gamma * r1(real, ry) if lo.r1_gamma else 0) + (0.5 * lo.r2_gamma * r1(fake, fy) if lo.r2_gamma else 0)
+                loss = (loss + (0.5 * lo.r1_gamma * r1(real, ry, real_logits) if lo.r1_gamma else 0)
+                        + (0.5 * lo.r2_gamma * r1(fake, fy, fake_logits) if lo.r2_gamma else 0))
             opt_d.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt_d)
@@ -187,8 +195,8 @@ def plain_model_loop(cfg: config.JobConfig, dataset: Dataset, steps: int, device
                 scaler.update()
         D.requires_grad_(False)
         with auto():
-            real_logits = D(real, ry).float().detach() if lo.name == "rpgan" else None
-            loss = g_loss(D(fake, fy).float(), real_logits)
+            real_logits = D(real.detach(), ry).float().detach() if lo.name == "rpgan" else None
+            loss = g_loss(D(fake_g, fy).float(), real_logits)
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         D.requires_grad_(True)

@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ganflow.config import JobConfig, TrainConfig
 from ganflow.core.augment import AdaptiveP, DiffAugment
 from ganflow.core.batch import BatchPlan, share
-from ganflow.core.losses import (AdversarialLoss, Regularisers, build_loss, gradient_penalty, path_lengths, r1_penalty,
-                                 r2_penalty)
+from ganflow.core.losses import (AdversarialLoss, Regularisers, build_loss, gradient_penalty, path_lengths,
+                                 zero_centred_penalty)
 from ganflow.core.rng import (STREAM_AUGMENT, STREAM_GP, STREAM_LATENT, STREAM_MODEL,
                               STREAM_PL, RowRandom, generator_for, sample_latents)
 from ganflow.core.state import GANState, TrainingState, unwrap
@@ -87,6 +87,16 @@ class Part(NamedTuple):
     def rows(self, total: int) -> slice:
         """This part's rows of a batch of `total` (the global batch, or path length's half of it)."""
         return share(total, self.index, self.count)
+
+
+class Scored(NamedTuple):
+    """Images as D scored them: `x` before augmentation (requiring grad when R1/R2 differentiate D
+    through the augmentation), `seen` after it, their labels and D's logits."""
+
+    x: Tensor
+    seen: Tensor
+    y: Optional[Tensor]
+    logits: Tensor
 
 
 def _sync_on_last(model: nn.Module, i: int, n: int):
@@ -212,48 +222,54 @@ class GANStep:
         return [Part(i, count, real[c * m:(c + 1) * m], real_y[c * m:(c + 1) * m] if real_y is not None else None)
                 for c, (i, count) in enumerate(ranks)]
 
-    def _penalties(self, D: nn.Module, real_in: Tensor, real_y, fake_in: Tensor, fake_y, part: Part, index: int,
-                   gp: float = 0.0, r1: float = 0.0, r2: float = 0.0,
-                   logits: Optional[list] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """(weighted sum, each value) of WGAN-GP, R1 and R2 at these weights (each only when > 0),
-        in fp32: their double backward is where low precision hurts most."""
-        total, values = torch.zeros((), device=real_in.device), {}
+    def _scored(self, D: nn.Module, x: Tensor, y: Optional[Tensor], aug_g, part: Part, gan: GANState,
+                grad: bool) -> Scored:
+        """D's logits of `x` augmented; `grad`: x requires grad, for R1/R2 from this very forward
+        (eager then: a compiled D has no double backward)."""
+        x = x.detach().requires_grad_(grad)
+        seen = self.augment(x, aug_g, part, gan)
+        return Scored(x, seen, y, (D if grad else self._fast(D))(seen, y))
+
+    def _penalties(self, D: nn.Module, real: Optional[Scored], fake: Optional[Scored], part: Part, index: int,
+                   gp: float = 0.0, r1: float = 0.0, r2: float = 0.0) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """(weighted sum, each value) of WGAN-GP (its own fp32 pass at points between the seen reals
+        and fakes), R1 and R2 (from the logits D gave `real` and `fake`, w.r.t. their images before
+        augmentation), each only when its weight is > 0."""
+        total, values = torch.zeros((), device=self.device), {}
         if gp > 0:
             batch = self.plan.global_batch
             eps = torch.rand(batch, generator=self._rng(STREAM_GP, index), device=self.device)[part.rows(batch)]
-            values["penalty/gp"] = gradient_penalty(D, real_in.float(), fake_in.float(), real_y, eps)  # x_hat takes the real labels
+            values["penalty/gp"] = gradient_penalty(D, real.seen.float(), fake.seen.float(), real.y, eps)  # x_hat takes the real labels
             total = total + gp * values["penalty/gp"]
         if r1 > 0:
-            values["penalty/r1"] = r1_penalty(D, real_in.float(), real_y, logits)
+            values["penalty/r1"] = zero_centred_penalty(real.logits, real.x)
             total = total + r1 * values["penalty/r1"]
         if r2 > 0:
-            values["penalty/r2"] = r2_penalty(D, fake_in.float(), fake_y, logits)
+            values["penalty/r2"] = zero_centred_penalty(fake.logits, fake.x)
             total = total + r2 * values["penalty/r2"]
         return total, {k: v.detach() for k, v in values.items()}
 
     def d_phase(self, st: TrainingState, D: nn.Module, parts: List[Part], fakes: List[tuple], index: int,
                 want_norms: bool = False) -> Dict[str, Tensor]:
         """One D optimizer step on the parts' reals and fakes (gradients accumulated over the parts,
-        reduced across workers once, with the last)."""
+        reduced across workers once, with the last). R1/R2 every step come from this forward's
+        logits, as R3GAN and StyleGAN2-ADA's `Dboth` (no second D pass)."""
         st.opt_d.zero_grad(set_to_none=True)
         n, outs, reals = len(parts), [], []
         every_step = not self.reg.d_lazy  # else R1/R2 wait for d_reg_phase; WGAN-GP is never lazy
+        r1, r2 = 0.5 * self.reg.r1_gamma * every_step, 0.5 * self.reg.r2_gamma * every_step
         for i, (part, (fake, fake_y)) in enumerate(zip(parts, fakes)):
             aug_g = self._rng(STREAM_AUGMENT, index, 0) if self.augment else None
             with _sync_on_last(D, i, n):
                 with self._autocast():
-                    real_in = self.augment(part.real, aug_g, part, st.gan)
-                    fake_in = self.augment(fake.detach(), aug_g, part, st.gan)
-                    real_logits = self._fast(D)(real_in, part.real_y)
-                    fake_logits = self._fast(D)(fake_in, fake_y)
-                    loss = self.loss.d(real_logits.float(), fake_logits.float())
-                penalty, values = self._penalties(D, real_in, part.real_y, fake_in, fake_y, part, index,
-                                                  gp=self.reg.gp_weight, r1=0.5 * self.reg.r1_gamma * every_step,
-                                                  r2=0.5 * self.reg.r2_gamma * every_step)
+                    real = self._scored(D, part.real, part.real_y, aug_g, part, st.gan, grad=r1 > 0)
+                    faked = self._scored(D, fake, fake_y, aug_g, part, st.gan, grad=r2 > 0)
+                    loss = self.loss.d(real.logits.float(), faked.logits.float())
+                penalty, values = self._penalties(D, real, faked, part, index, gp=self.reg.gp_weight, r1=r1, r2=r2)
                 st.scaler_d.scale(_scaled(loss + penalty, n)).backward()
-            outs.append({"loss/d": loss.detach(), "d/real_logit": real_logits.detach().float().mean(),
-                         "d/fake_logit": fake_logits.detach().float().mean(), **values})
-            reals.append(real_logits.detach().float())
+            outs.append({"loss/d": loss.detach(), "d/real_logit": real.logits.detach().float().mean(),
+                         "d/fake_logit": faked.logits.detach().float().mean(), **values})
+            reals.append(real.logits.detach().float())
         out = _mean(outs)
         norm = _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), want_norms)
         if norm is not None:
@@ -263,19 +279,18 @@ class GANStep:
         return out
 
     def d_reg_phase(self, st: TrainingState, D: nn.Module, parts: List[Part], fakes: List[tuple], index: int) -> Dict[str, Tensor]:
-        """Lazy R1/R2 (StyleGAN2's Dreg): their own forward, backward and optimizer step, x the interval."""
+        """Lazy R1/R2 (StyleGAN2's Dreg): their own forward (fp32), backward and optimizer step, x the interval."""
         st.opt_d.zero_grad(set_to_none=True)
         n, outs = len(parts), []
         r1, r2 = 0.5 * self.reg.r1_gamma * self.reg.d_every, 0.5 * self.reg.r2_gamma * self.reg.d_every
         for i, (part, (fake, fake_y)) in enumerate(zip(parts, fakes)):
             aug_g = self._rng(STREAM_AUGMENT, index, 2) if self.augment else None
             with _sync_on_last(D, i, n):
-                real_in = self.augment(part.real, aug_g, part, st.gan)
-                fake_in = self.augment(fake.detach(), aug_g, part, st.gan)
-                logits: list = []
-                total, values = self._penalties(D, real_in, part.real_y, fake_in, fake_y, part, index,
-                                                r1=r1, r2=r2, logits=logits)
-                total = total + sum(l.sum() * 0 for l in logits)  # D's head gets no penalty gradient; DDP needs every parameter in the graph
+                real = self._scored(D, part.real.float(), part.real_y, aug_g, part, st.gan, grad=True) if r1 > 0 else None
+                faked = self._scored(D, fake.float(), fake_y, aug_g, part, st.gan, grad=True) if r2 > 0 else None
+                total, values = self._penalties(D, real, faked, part, index, r1=r1, r2=r2)
+                # D's head gets no penalty gradient; DDP needs every parameter in the graph
+                total = total + sum(s.logits.sum() * 0 for s in (real, faked) if s is not None)
                 st.scaler_d.scale(_scaled(total, n)).backward()
             outs.append(values)
         _optimizer_step(st.scaler_d, st.opt_d, unwrap(D), False)

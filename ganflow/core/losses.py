@@ -111,14 +111,10 @@ def build_loss(name: str) -> AdversarialLoss:
     return LOSSES[name].make()
 
 
-def _input_grad_sq_norm(D: nn.Module, x: Tensor, y: Optional[Tensor], logits: Optional[list] = None) -> Tensor:
-    """Per-sample ||dD(x)/dx||^2, kept in the graph so the penalty can be backpropagated; D's
-    output is appended to `logits` if given (a lazy phase adds it x 0: see GANStep.d_reg_phase)."""
+def _input_grad_sq_norm(D: nn.Module, x: Tensor, y: Optional[Tensor]) -> Tensor:
+    """Per-sample ||dD(x)/dx||^2, kept in the graph so the penalty can be backpropagated."""
     x = x.detach().requires_grad_(True)
-    out = D(x, y)
-    if logits is not None:
-        logits.append(out)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(D(x, y).sum(), x, create_graph=True)
     return grad.flatten(1).pow(2).sum(1)
 
 
@@ -130,12 +126,13 @@ def gradient_penalty(D: nn.Module, real: Tensor, fake: Tensor, y: Optional[Tenso
     return ((norm - 1) ** 2).mean()
 
 
-def r1_penalty(D: nn.Module, real: Tensor, y: Optional[Tensor], logits: Optional[list] = None) -> Tensor:
-    """R1: E[||grad D(x_real)||^2] (multiply by gamma / 2); R2 is the same on fakes (R3GAN)."""
-    return _input_grad_sq_norm(D, real, y, logits).mean()
-
-
-r2_penalty = r1_penalty
+def zero_centred_penalty(logits: Tensor, inputs: Tensor) -> Tensor:
+    """R1 (or R2) from a forward already made: E[||d D / d inputs||^2], `inputs` the images before
+    augmentation that required grad when D scored them (so the augmentation is differentiated
+    through, as StyleGAN2-ADA and R3GAN do). Not loss-scaled under fp16: a scaled input gradient
+    overflows fp16 at once, and an unscaled one only loses what adds nothing to the norm."""
+    (grad,) = torch.autograd.grad(logits.float().sum(), inputs, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1).mean()
 
 
 def path_lengths(images: Tensor, ws: Tensor, noise: Tensor) -> Tensor:

@@ -181,3 +181,34 @@ def _compiled_run_matches_eager(monkeypatch, common):
         a, b = st.state_dict()[part], fast.state_dict()[part]
         for k in a:
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), f"{part}.{k}"
+
+
+class _LinearD(torch.nn.Module):
+    """D(x) = sum(x): its gradient in the images is all ones, so R1 at a 1x16x16 image is 256."""
+
+    num_classes = 0
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x, y=None):
+        return self.scale * x.flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("augment", ["", "cutout"])
+def test_r1_and_r2_every_step_come_from_the_main_d_forward_and_differentiate_through_the_augmentation(augment):
+    """As R3GAN and StyleGAN2-ADA: no second D pass for the penalties (one D forward for the reals,
+    one for the fakes), and R1/R2 are taken w.r.t. the images before augmentation, so cut-out
+    pixels, which cannot move D, add nothing (at the augmented images they would: 256 a sample)."""
+    _, st, step, batches, _ = setup("loss.r1_gamma=1", "loss.r2_gamma=1", "loss.d_reg_every=1", f"train.augment={augment}")
+    D, calls = _LinearD(), []
+    D.register_forward_hook(lambda *a: calls.append(1))
+    parts = step.parts(*batches(0))
+    out = step.d_phase(st, D, parts, [step.generate(st.G, 0, parts[0], keep_graph=False)], index=0)
+    assert len(calls) == 2
+    for key in ("penalty/r1", "penalty/r2"):
+        if augment:
+            assert 100 < out[key].item() < 256 - 1  # DiffAugment's cutout hides a quarter of each image
+        else:
+            assert out[key].item() == pytest.approx(256.0)
