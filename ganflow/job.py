@@ -22,6 +22,7 @@ from ganflow.core.augment import AUGMENTATIONS
 from ganflow.core.batch import BatchPlan
 from ganflow.core.gan import AUTOCAST_DTYPES, PL_BATCH_SHRINK
 from ganflow.core.losses import LOSSES
+from ganflow.core.schedule import TARGETS
 from ganflow.core.state import OPTIMIZERS, TrainingState
 from ganflow.metrics.features import EXTRACTORS
 from ganflow.metrics.scoring import METRICS, EvalError, check_metrics, default_metrics, ranking
@@ -138,8 +139,26 @@ def check(cfg: JobConfig) -> JobConfig:
     elif cfg.train.augment_p != 1.0:
         fail("train.augment_p", "says how often train.augment's ops apply; name them, e.g. train.augment=color,translation,cutout")
 
+    _check_schedules(cfg)
     _check_eval(cfg)
     return cfg
+
+
+def _check_schedules(cfg: JobConfig) -> None:
+    """Each schedule names a target (`core.schedule.TARGETS`) that the rest of the job has."""
+    t, lo = cfg.train, cfg.loss
+    needs = {
+        "adam": (all(o.name in ("adam", "adamw") for o in (cfg.optim.g, cfg.optim.d)), "Adam's betas: optim.g.name and optim.d.name adam or adamw"),
+        "ema": (t.ema_decay > 0, "the EMA generator: set train.ema_decay > 0 (the schedule then sets its decay)"),
+        "fixed_p": (bool(t.augment) and t.augment_p != "adaptive", "train.augment with a fixed train.augment_p (not adaptive)"),
+    }
+    for name in t.schedules:
+        one_of("train.schedules", name, tuple(TARGETS))
+        ok, what = needs.get(TARGETS[name].needs, (True, ""))
+        if not ok:
+            fail(f"train.schedules.{name}", f"needs {what}")
+        if name in ("r1_gamma", "r2_gamma") and not getattr(lo, name):
+            fail(f"train.schedules.{name}", f"schedules a penalty that is off: set loss.{name} > 0 (say, to the start value)")
 
 
 def _check_loss(cfg: JobConfig, ms: models.ModelSpec) -> None:

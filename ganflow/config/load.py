@@ -127,6 +127,11 @@ def _check_train(t: TrainConfig) -> None:
         fail("train.augment_target", f"must be in (0, 1), got {t.augment_target}")
     if t.max_failures < -1:
         fail("train.max_failures", f"must be >= -1 (-1 retries forever), got {t.max_failures}")
+    for name, s in t.schedules.items():
+        positive(f"train.schedules.{name}.kimg", s.kimg)
+        one_of(f"train.schedules.{name}.shape", s.shape, ("cosine", "linear"))
+        if min(s.start, s.end) < 0:
+            fail(f"train.schedules.{name}", f"start and end must be >= 0, got {s.start} and {s.end}")
 
 
 def _check_scaling(s: ScalingConfig, t: TrainConfig) -> None:

@@ -75,6 +75,14 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    start: float = 0.0
+    end: float = 0.0
+    kimg: float = 1.0  # thousands of real images over which the value moves from start to end (then holds)
+    shape: str = "cosine"  # cosine | linear
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000  # generator steps
     batch_size: int = 64  # global batch, split evenly across workers
@@ -95,6 +103,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile G's and D's forward passes (penalty passes stay eager)
     tf32: bool = False  # TF32 matmuls and convolutions on Ampere and newer GPUs
     cudnn_benchmark: bool = True  # cuDNN picks the fastest convolution algorithms for the fixed shapes (as StyleGAN2-ADA)
+    schedules: Dict[str, ScheduleConfig] = field(default_factory=dict)  # lr, beta1, beta2, r1_gamma, r2_gamma, augment_p, ema_half_life_kimg
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

@@ -13,6 +13,7 @@ StyleGAN2 (the optimizers' rates are rescaled for it in `TrainingState.create`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -25,6 +26,8 @@ from ganflow.core.augment import AdaptiveP, DiffAugment
 from ganflow.core.batch import BatchPlan, share
 from ganflow.core.losses import (AdversarialLoss, Regularisers, build_loss, gradient_penalty, path_lengths,
                                  zero_centred_penalty)
+from ganflow.core import schedule
+from ganflow.core.schedule import ema_beta
 from ganflow.core.rng import (STREAM_AUGMENT, STREAM_GP, STREAM_LATENT, STREAM_MODEL,
                               STREAM_PL, RowRandom, generator_for, sample_latents)
 from ganflow.core.state import GANState, TrainingState, unwrap
@@ -37,12 +40,13 @@ RUNNING_STATS = ("running_mean", "running_var")  # a norm layer's statistics: av
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    """Parameters follow an EMA with a warm-up, min(decay, (1+t)/(10+t)). BatchNorm's running
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int, beta: Optional[float] = None) -> None:
+    """Parameters follow an EMA with a warm-up, min(decay, (1+t)/(10+t)), or at `beta` (a scheduled
+    half-life's per-step decay, which has no warm-up of its own). BatchNorm's running
     statistics follow the same EMA (as BigGAN-PyTorch's): copied from the live G they would
     normalise the averaged weights with the last few steps' activations. Other buffers (StyleGAN2's
     w_avg, a counter) are copied, as StyleGAN2-ADA does."""
-    beta = min(decay, (1 + step) / (10 + step))
+    beta = min(decay, (1 + step) / (10 + step)) if beta is None else beta
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - beta)  # one kernel per group
     for (name, b_ema), b in zip(ema.named_buffers(), model.buffers()):
         if name.rsplit(".", 1)[-1] in RUNNING_STATS and b.is_floating_point():
@@ -161,6 +165,7 @@ class GANStep:
         self.seed, self.device, self.num_classes, self.nz = t.seed, device, num_classes, cfg.model.nz
         self.autocast_dtype = AUTOCAST_DTYPES[t.precision]
         self.ema_decay, self.channels_last, self.compile = t.ema_decay, t.channels_last, t.compile
+        self.train, self.optim = t, cfg.optim  # what train.schedules start from and drive
         self.model_precision = False  # models that place their own low precision (StyleGAN2) are not autocast
         self._compiled: Dict[int, nn.Module] = {}
 
@@ -366,6 +371,7 @@ class GANStep:
 
     def step(self, st: TrainingState, G: nn.Module, D: nn.Module, batches, want_norms: bool = False) -> Dict[str, Tensor]:
         """`batches`: callable batch_index -> (real, labels) for this worker. Advances `st.step` by one."""
+        now = self._schedule(st)
         out: Dict[str, Tensor] = {}
         whole = self.plan.parts == 1  # else the G phase makes its fakes part by part
         for c in range(self.n_critic):
@@ -385,6 +391,26 @@ class GANStep:
         if self.augment.adaptive:
             out["augment/p"] = torch.tensor(st.gan.augment_p)
         if st.G_ema is not None:
-            ema_update(st.G_ema, unwrap(G), self.ema_decay, st.step)
+            beta = ema_beta(now["ema_half_life_kimg"], self.train.batch_size) if "ema_half_life_kimg" in now else None
+            ema_update(st.G_ema, unwrap(G), self.ema_decay, st.step, beta)
+        out.update({f"schedule/{name}": torch.tensor(v) for name, v in now.items()})
         st.step += 1
         return out
+
+    def _schedule(self, st: TrainingState) -> Dict[str, float]:
+        """Set this step's scheduled values (`train.schedules`) where they act: the optimizers' lr and
+        betas (lazy regularisation's rescaling kept), the penalties' gamma, augmentation's p."""
+        now = schedule.at(self.train, st.step)
+        if {"lr", "beta1", "beta2"} & now.keys():
+            for opt, base, c in ((st.opt_g, self.optim.g, st.lr_scale[0]), (st.opt_d, self.optim.d, st.lr_scale[1])):
+                lr, b1, b2 = now.get("lr", base.lr), now.get("beta1", base.betas[0]), now.get("beta2", base.betas[1])
+                for group in opt.param_groups:
+                    group["lr"] = lr * c
+                    if "betas" in group:
+                        group["betas"] = (b1 ** c, b2 ** c)
+        gammas = {k: now[k] for k in ("r1_gamma", "r2_gamma") if k in now}
+        if gammas:
+            self.reg = dataclasses.replace(self.reg, **gammas)
+        if "augment_p" in now:
+            self.augment.fixed_p = now["augment_p"]
+        return now

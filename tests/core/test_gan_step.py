@@ -212,3 +212,44 @@ def test_r1_and_r2_every_step_come_from_the_main_d_forward_and_differentiate_thr
             assert 100 < out[key].item() < 256 - 1  # DiffAugment's cutout hides a quarter of each image
         else:
             assert out[key].item() == pytest.approx(256.0)
+
+
+def test_schedules_ramp_lr_betas_gamma_augment_p_and_ema_half_life_from_start_to_end_then_hold():
+    """R3GAN's annealing as config: each value a function of the images seen (step x batch), set
+    where it acts before each step, lazy regularisation's Adam rescaling kept."""
+    from ganflow.core.schedule import ema_beta
+
+    ramp = "kimg: 0.032, shape: linear"  # over 32 images: the 4 steps of 8
+    _, st, step, batches, _ = setup(
+        "loss.r1_gamma=1", "loss.d_reg_every=4", "train.augment=translation", "optim.d.betas=[0.0,0.9]",
+        "optim.g.betas=[0.0,0.9]", f"train.schedules.lr={{start: 0.004, end: 0.002, {ramp}}}",
+        f"train.schedules.beta2={{start: 0.9, end: 0.99, {ramp}}}", f"train.schedules.r1_gamma={{start: 2, end: 1, {ramp}}}",
+        "train.schedules.augment_p={start: 0, end: 0.5, kimg: 0.032}",  # cosine
+        f"train.schedules.ema_half_life_kimg={{start: 0, end: 0.01, {ramp}}}")
+    c = 4 / 5  # D's lazy R1 every 4 steps: lr x c, betas ** c
+    seen = []
+    for _ in range(6):
+        out = step.step(st, st.G, st.D, batches)
+        group = st.opt_d.param_groups[0]
+        seen.append((group["lr"], group["betas"][1], step.reg.r1_gamma, step.augment.fixed_p, out["schedule/ema_half_life_kimg"].item()))
+    for k, (lr, beta2, gamma, p, half_life) in enumerate(seen):
+        x = min(k / 4, 1.0)
+        assert lr == pytest.approx((0.004 - 0.002 * x) * c) and gamma == pytest.approx(2 - x)
+        assert beta2 == pytest.approx((0.9 + 0.09 * x) ** c) and half_life == pytest.approx(0.01 * x)
+        assert p == pytest.approx(0.25 * (1 - math.cos(math.pi * x)))
+    assert seen[4] == seen[5], "held at the end values after kimg"
+    assert st.opt_g.param_groups[0]["lr"] == pytest.approx(0.002)  # G has no lazy phase here
+    assert ema_beta(0.0, 8) == 0.0 and ema_beta(0.01, 8) == pytest.approx(0.5 ** (8 / 10))
+
+
+def test_a_schedule_of_something_the_job_does_not_have_is_one_line_naming_it():
+    from ganflow.config import ConfigError
+
+    for overrides, message in [
+        (["train.schedules.beta2={start: 0.9, end: 0.99, kimg: 1}", "optim.d.name=sgd"], "needs Adam's betas"),
+        (["train.schedules.augment_p={start: 0, end: 0.3, kimg: 1}"], "train.augment with a fixed"),
+        (["train.schedules.ema_half_life_kimg={start: 0, end: 1, kimg: 1}", "train.ema_decay=0"], "EMA generator"),
+        (["train.schedules.warmup={start: 0, end: 1, kimg: 1}"], "unknown value 'warmup'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_job(None, SMALL + overrides)
