@@ -214,7 +214,16 @@ def _runs(sub) -> None:
     rs.set_defaults(verb="runs:main")
 
 
-VERBS = (_train, _sample, _interpolate, _synth, _score, _export, _eval, _dashboard, _sweep, _submit, _jobs, _data, _runs)
+def _import(sub) -> None:
+    """`import PKL --out RUN_DIR [overrides]`: official weights as a ganflow run."""
+    m = sub.add_parser("import", help="a StyleGAN2-ADA network pickle as a ganflow run (read as data: nothing in it runs)")
+    m.add_argument("pkl", help="the network pickle (.pkl), e.g. an NVlabs release or a StyleGAN2-ADA snapshot")
+    m.add_argument("--out", required=True, help="the new run directory")
+    m.add_argument("overrides", nargs="*", help="job overrides, e.g. data.path=images/ train.batch_size=32")
+    m.set_defaults(verb="imports:main")
+
+
+VERBS = (_train, _sample, _import, _interpolate, _synth, _score, _export, _eval, _dashboard, _sweep, _submit, _jobs, _data, _runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,6 +81,8 @@ def _check_model(m: ModelConfig) -> None:
         positive(f"model.{key}", getattr(m, key))
     one_of("model.g_norm", m.g_norm, NORMS)
     one_of("model.d_norm", m.d_norm, NORMS)
+    if m.channel_base is not None:
+        positive("model.channel_base", m.channel_base)
     for key in ("mapping_layers", "mbstd_group"):
         positive(f"model.{key}", getattr(m, key))
     if not 0 <= m.style_mixing <= 1:

@@ -43,6 +43,7 @@ class ModelConfig:
     hierarchical: bool = False  # resnet, labelled: BigGAN's hierarchical latents (z split across the G blocks)
     mapping_layers: int = 8  # stylegan2: depth of the mapping network
     style_mixing: float = 0.9  # stylegan2: probability of mixing two latents' styles in a training batch
+    channel_base: Optional[int] = None  # stylegan2: block width min(channel_base / res, 8 x ngf); None: 256 x ngf (NVlabs' 1024 px configs: 32768)
     mbstd_group: int = 4  # stylegan2: minibatch standard-deviation group (divides each worker's batch)
     fp16_res: int = 4  # stylegan2: highest resolutions computed in train.precision (the rest in fp32)
     conv_clamp: Optional[float] = 256.0  # stylegan2: activations clamped to +-this in those blocks; None: off

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict
+from typing import Any, Dict, List
 
 from torch import Tensor
 
@@ -47,3 +47,36 @@ def stylegan2_discriminator_state(ref: Dict[str, Tensor], resolution: int) -> Di
             key = f"blocks.{top - int(math.log2(int(m.group(1))))}.{m.group(2)}"
         out[_mapping(key)] = value
     return out
+
+
+class InteropError(ValueError):
+    """Reference networks that ganflow's modules cannot represent (named, with the value)."""
+
+
+def stylegan2_overrides(g: Dict[str, Any], d: Dict[str, Any]) -> List[str]:
+    """Job overrides that build ganflow's StyleGAN2 pair in the shape of a StyleGAN2-ADA pair, from
+    their init kwargs (the reference's defaults where a pickle leaves them out)."""
+    absent = [k for k in ("z_dim", "w_dim", "img_resolution", "img_channels") if not isinstance(g.get(k), int)]
+    if absent:
+        raise InteropError(f"G's init kwargs lack {', '.join(absent)}: not a StyleGAN2-ADA Generator")
+    syn, mapping, epilogue = g.get("synthesis_kwargs") or {}, g.get("mapping_kwargs") or {}, d.get("epilogue_kwargs") or {}
+    checks = [
+        ("z_dim", g.get("z_dim"), g.get("w_dim"), "ganflow's StyleGAN2 has w_dim = z_dim (model.nz)"),
+        ("synthesis_kwargs.architecture", syn.get("architecture", "skip"), "skip", "ganflow's G is the skip architecture"),
+        ("D.architecture", d.get("architecture", "resnet"), "resnet", "ganflow's D is the residual architecture"),
+        ("D.channel_base", d.get("channel_base", 32768), syn.get("channel_base", 32768), "one model.channel_base serves G and D"),
+        ("D.mapping_kwargs.num_layers", (d.get("mapping_kwargs") or {}).get("num_layers", 8), 8, "ganflow's D maps labels in 8 layers"),
+        ("D.epilogue_kwargs.mbstd_num_channels", epilogue.get("mbstd_num_channels", 1), 1, "ganflow's minibatch stddev adds one channel"),
+    ]
+    for name, got, want, why in checks:
+        if got != want:
+            raise InteropError(f"{name}={got!r}: {why} ({want!r})")
+    for key, cmax in (("synthesis_kwargs.channel_max", syn.get("channel_max", 512)), ("D.channel_max", d.get("channel_max", 512))):
+        if cmax % 8:
+            raise InteropError(f"{key}={cmax}: must be a multiple of 8 (model.ngf/ndf = channel_max / 8)")
+    clamp = syn.get("conv_clamp")
+    return ["model.name=stylegan2", f"model.nz={g['z_dim']}", f"model.ngf={syn.get('channel_max', 512) // 8}",
+            f"model.ndf={d.get('channel_max', 512) // 8}", f"model.channel_base={syn.get('channel_base', 32768)}",
+            f"model.mapping_layers={mapping.get('num_layers', 8)}", f"model.fp16_res={syn.get('num_fp16_res', 0)}",
+            f"model.conv_clamp={'null' if clamp is None else clamp}", f"model.mbstd_group={epilogue.get('mbstd_group_size', 4)}",
+            f"data.resolution={g['img_resolution']}", f"data.channels={g['img_channels']}"]

@@ -5,7 +5,7 @@ truncation, and low precision in the highest-resolution blocks only with activat
 Written from the paper and the reference's structure in plain torch (no custom CUDA ops); its
 parameter counts equal the reference's (tests/models/test_model_zoo.py).
 
-Widths: min(channel_base / resolution, channel_max) per block with channel_base = 256 x ngf and
+Widths: min(channel_base / resolution, channel_max) per block with channel_base = model.channel_base or 256 x ngf and
 channel_max = 8 x ngf (ngf = 64: the reference's cbase 16384, cmax 512); D likewise from ndf.
 
 Three departures, each for world-size invariance: noise and style mixing are drawn from the
@@ -200,10 +200,11 @@ class StyleGAN2Generator(nn.Module):
     random_inputs = True  # takes `rand` (noise, style mixing) from the GAN step
 
     def __init__(self, nz: int, ngf: int, channels: int, resolution: int, num_classes: int = 0, mapping_layers: int = 8,
-                 style_mixing: float = 0.9, fp16_res: int = 4, conv_clamp: Optional[float] = 256.0):
+                 style_mixing: float = 0.9, fp16_res: int = 4, conv_clamp: Optional[float] = 256.0,
+                 channel_base: Optional[int] = None):
         super().__init__()
         self.nz, self.num_classes, self.style_mixing = nz, num_classes, style_mixing
-        base, cmax = 256 * ngf, 8 * ngf
+        base, cmax = channel_base or 256 * ngf, 8 * ngf
         width = {r: min(base // r, cmax) for r in (2**i for i in range(2, int(math.log2(resolution)) + 1))}
         low_from = max(2 ** (int(math.log2(resolution)) + 1 - fp16_res), 8)
         self.blocks = nn.ModuleList()
@@ -291,10 +292,10 @@ class MinibatchStd(nn.Module):
 
 class StyleGAN2Discriminator(nn.Module):
     def __init__(self, ndf: int, channels: int, resolution: int, num_classes: int = 0, mbstd_group: int = 4,
-                 fp16_res: int = 4, conv_clamp: Optional[float] = 256.0):
+                 fp16_res: int = 4, conv_clamp: Optional[float] = 256.0, channel_base: Optional[int] = None):
         super().__init__()
         self.num_classes = num_classes
-        base, cmax = 256 * ndf, 8 * ndf
+        base, cmax = channel_base or 256 * ndf, 8 * ndf
         log2 = int(math.log2(resolution))
         width = {r: min(base // r, cmax) for r in (2**i for i in range(2, log2 + 1))}
         low_from = max(2 ** (log2 + 1 - fp16_res), 8)
@@ -348,6 +349,7 @@ def check_stylegan2(cfg: JobConfig) -> None:
 def build_stylegan2(cfg: ModelConfig, shape: tuple, num_classes: int):
     channels, resolution = shape[0], shape[-1]
     G = StyleGAN2Generator(cfg.nz, cfg.ngf, channels, resolution, num_classes, cfg.mapping_layers, cfg.style_mixing,
-                           cfg.fp16_res, cfg.conv_clamp)
-    D = StyleGAN2Discriminator(cfg.ndf, channels, resolution, num_classes, cfg.mbstd_group, cfg.fp16_res, cfg.conv_clamp)
+                           cfg.fp16_res, cfg.conv_clamp, cfg.channel_base)
+    D = StyleGAN2Discriminator(cfg.ndf, channels, resolution, num_classes, cfg.mbstd_group, cfg.fp16_res, cfg.conv_clamp,
+                               cfg.channel_base)
     return G, D
