@@ -213,7 +213,40 @@ def build_training(cfg: JobConfig, device: torch.device, dataset: Optional[data.
 
         dataset = data.build_dataset(cfg.data, cfg.train.seed, store_options(cfg.storage))
     G, D = models.build_models(cfg.model, dataset.shape, dataset.num_classes)
-    return dataset, TrainingState.create(cfg, G, D, device)
+    state = TrainingState.create(cfg, G, D, device)
+    if cfg.train.init_from:
+        init_weights(cfg, state)
+    return dataset, state
+
+
+def init_networks(cfg: JobConfig, options=None) -> dict:
+    """`train.init_from`'s G, D and G_ema state dicts (G's as G_ema when it has none); a ConfigError
+    naming the field when the source is missing, unreadable or refused."""
+    from ganflow.run.checkpoint import CheckpointError
+    from ganflow.run.generator import load_networks
+    from ganflow.run.pickles import PickleRefused
+    from ganflow.store import StorageError, store_options
+
+    source = cfg.train.init_from
+    try:
+        nets = load_networks(source, cfg.data.resolution, options or store_options(cfg.storage))
+    except (PickleRefused, StorageError, CheckpointError, KeyError, FileNotFoundError) as err:
+        fail("train.init_from", f"{source}: {err}")
+    nets.setdefault("G_ema", nets["G"])
+    return nets
+
+
+def init_weights(cfg: JobConfig, state: TrainingState) -> None:
+    """`train.init_from`'s weights into `state` (step 0, fresh optimizers)."""
+    for name, sd in init_networks(cfg).items():
+        module = getattr(state, name)
+        if module is None:
+            continue
+        try:
+            module.load_state_dict(sd)
+        except RuntimeError as err:  # the shapes or names differ
+            fail("train.init_from", f"{cfg.train.init_from}: its {name} does not fit this job's model "
+                                    f"({str(err).splitlines()[-1].strip()}); init_from needs the same model section")
 
 
 def batches_for(cfg: JobConfig, dataset: data.Dataset, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",

@@ -104,6 +104,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile G's and D's forward passes (penalty passes stay eager)
     tf32: bool = False  # TF32 matmuls and convolutions on Ampere and newer GPUs
     cudnn_benchmark: bool = True  # cuDNN picks the fastest convolution algorithms for the fixed shapes (as StyleGAN2-ADA)
+    init_from: Optional[str] = None  # a run, checkpoint (local or s3://) or StyleGAN2-ADA .pkl whose G, D and G_ema start training (step 0, fresh optimizers)
     schedules: Dict[str, ScheduleConfig] = field(default_factory=dict)  # lr, beta1, beta2, r1_gamma, r2_gamma, augment_p, ema_half_life_kimg
 
 

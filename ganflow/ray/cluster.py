@@ -139,4 +139,8 @@ def preflight(cfg: JobConfig, address: Optional[str], verb: str):
     if cfg.eval.every:  # weights missing offline: say where to put them before anything is written
         check_extractor(cfg, options)
     data.spec(cfg.data.name).check(cfg.data, options)  # a local folder looked at; a bucket's prefix listed later
+    if cfg.train.init_from:  # missing, unreadable or refused: exit 2 here (a shape mismatch: the workers say so)
+        from ganflow.job import init_networks
+
+        init_networks(cfg, options)
     return options

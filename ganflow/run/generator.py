@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional
 
 import torch
 
@@ -15,7 +15,7 @@ from ganflow.models import build_models
 from ganflow.run import checkpoint as ckpt
 from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run
-from ganflow.store import S3Options, is_s3
+from ganflow.store import S3Options, is_s3, open_store
 
 
 class LoadedGenerator(NamedTuple):
@@ -63,3 +63,23 @@ def _load_from_store(uri: str, options: S3Options) -> tuple:
         raise ckpt.CheckpointError(f"{run.uri}: no complete checkpoint under {run.store.uri(RunLayout.CHECKPOINTS)}")
     checkpoint_uri, state, manifest = found
     return state, manifest, checkpoint_uri
+
+
+def load_networks(source: str, resolution: int, options: S3Options = S3Options()) -> Dict[str, Dict[str, torch.Tensor]]:
+    """G, D and G_ema state dicts (ganflow's names) of a run's newest checkpoint, a checkpoint, or a
+    StyleGAN2-ADA network pickle (read as data, names mapped): what `train.init_from` starts from."""
+    if source.endswith(".pkl"):
+        from ganflow.models.interop import stylegan2_discriminator_state, stylegan2_generator_state
+        from ganflow.run.pickles import read_network_pickle
+
+        parent, _, name = source.rpartition("/")
+        data = open_store(parent or ".", options).get_bytes(name)
+        top = read_network_pickle(data)
+        return {"G": stylegan2_generator_state(top["G"].state_dict()),
+                "D": stylegan2_discriminator_state(top["D"].state_dict(), resolution),
+                "G_ema": stylegan2_generator_state(top["G_ema"].state_dict())}
+    if is_s3(source):
+        state, _, _ = _load_from_store(source, options)
+    else:
+        state, _ = ckpt.load_checkpoint(ckpt.resolve_checkpoint(Path(source)), components=["G", "D", "G_ema"])
+    return {k: state[k] for k in ("G", "D", "G_ema") if k in state}

@@ -14,7 +14,9 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from ganflow.run.generator import load_generator
@@ -138,3 +140,44 @@ def test_a_hostile_pickle_is_refused_in_one_line_with_nothing_of_it_run_and_noth
         assert "PKL:" in proc.stderr and not marker.exists() and not (tmp_path / "run").exists(), (name, proc.stderr)
     proc = cli_here("import", str(tmp_path / "system.pkl"), "--out", str(tmp_path / "run"))
     assert "posix.system is not part of a network pickle; refused" in proc.stderr or "os.system" in proc.stderr
+
+
+def test_train_init_from_starts_a_new_run_from_a_runs_or_a_pickles_networks_at_step_0(tmp_path):
+    """`train.init_from` (transfer learning): G, D and G_ema from a ganflow checkpoint or a network
+    pickle, fresh optimizers, step 0; a source that does not fit the job's model is one error."""
+    from ganflow.config import ConfigError
+    from ganflow.job import build_training, load_job
+    from ganflow.run import checkpoint as ckpt
+    from tests.conftest import JOBS, trained_checkpoint
+
+    small = ("model.ngf=2", "model.ndf=2", "data.resolution=16")
+    source = trained_checkpoint(tmp_path, "stylegan2_digits.yaml", 2, small)
+    saved, _ = ckpt.load_checkpoint(source)
+    cfg = load_job(JOBS / "stylegan2_digits.yaml", [*small, "train.batch_size=32", f"train.init_from={source}"])
+    _, st = build_training(cfg, torch.device("cpu"))
+    assert st.step == 0 and not st.opt_g.state  # fresh optimizers
+    for name in ("G", "D", "G_ema"):
+        assert all(torch.equal(v, saved[name][k]) for k, v in getattr(st, name).state_dict().items()), name
+    with pytest.raises(ConfigError, match="train.init_from: .* does not fit this job's model"):
+        build_training(load_job(JOBS / "stylegan2_digits.yaml", ["model.ngf=4", "model.ndf=2", "data.resolution=16",
+                                                                 f"train.init_from={source}"]), torch.device("cpu"))
+
+    golden = load_file(str(GOLDEN))
+    pkl = write_snapshot(tmp_path / "snapshot.pkl", golden)
+    images = tmp_path / "images"
+    for k, name in enumerate("abc"):
+        (images / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (80 * k, 0, 0)).save(images / name / "0.png")
+    overrides = ["model.name=stylegan2", "model.nz=32", "model.ngf=4", "model.ndf=4", "model.channel_base=1024",
+                 "model.mapping_layers=2", "model.fp16_res=0", "data.name=images", f"data.path={images}",
+                 "data.resolution=16", "data.channels=3", "train.batch_size=4", f"train.init_from={pkl}"]
+    _, st = build_training(load_job(None, overrides), torch.device("cpu"))
+    with torch.no_grad():
+        close = st.G_ema.eval()(golden["in.z"], golden["in.y"])
+    torch.testing.assert_close(close, golden["out.images"], rtol=1e-5, atol=1e-5 * golden["out.images"].abs().max().item())
+    for bad, says in ((tmp_path / "nope", "no such run or checkpoint"), (tmp_path / "h.pkl", "refused")):
+        if bad.suffix == ".pkl":
+            bad.write_bytes(pickle.dumps({"G": _Hostile(tmp_path / "pwned")}))
+        proc = cli_here("train", str(JOBS / "ring.yaml"), f"train.init_from={bad}", f"storage.uri={tmp_path}/runs")
+        assert proc.returncode == 2 and f"train.init_from: {bad}" in proc.stderr and says in proc.stderr, proc.stderr
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "pwned").exists()
