@@ -80,3 +80,51 @@ def stylegan2_overrides(g: Dict[str, Any], d: Dict[str, Any]) -> List[str]:
             f"model.mapping_layers={mapping.get('num_layers', 8)}", f"model.fp16_res={syn.get('num_fp16_res', 0)}",
             f"model.conv_clamp={'null' if clamp is None else clamp}", f"model.mbstd_group={epilogue.get('mbstd_group_size', 4)}",
             f"data.resolution={g['img_resolution']}", f"data.channels={g['img_channels']}"]
+
+
+def _r3gan_block(rest: str) -> str:
+    """A residual block's parameter: LinearLayerN.Layer.weight -> convN.weight, NonLinearityN.Bias -> actN.bias."""
+    rest = re.sub(r"^LinearLayer(\d)\.Layer\.weight$", r"conv\1.weight", rest)
+    return re.sub(r"^NonLinearity(\d)\.Bias$", r"act\1.bias", rest)
+
+
+def r3gan_generator_state(ref: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """An R3GAN (brownvc/R3GAN, R3GAN/Networks.py) Generator's state dict in ganflow's names: stage 0
+    is the generative basis then blocks; later stages an upsampling transition then blocks."""
+    fixed = {"EmbeddingLayer.weight": "embed.weight", "AggregationLayer.Layer.weight": "out.weight",
+             "MainLayers.0.Layers.0.Basis": "basis", "MainLayers.0.Layers.0.LinearLayer.weight": "basis_linear.weight"}
+    out = {}
+    for key, value in ref.items():
+        if key.endswith("Resampler.Kernel"):
+            continue
+        if key in fixed:
+            out[fixed[key]] = value
+            continue
+        s, j, rest = re.match(r"^MainLayers\.(\d+)\.Layers\.(\d+)\.(.+)$", key).groups()
+        s, j = int(s), int(j)
+        if j == 0:  # a later stage's transition: its 1x1 conv when the width changes
+            out[f"stages.{s}.0.conv.weight"] = value
+        else:
+            out[f"stages.{s}.{j - 1 if s == 0 else j}.{_r3gan_block(rest)}"] = value
+    return out
+
+
+def r3gan_discriminator_state(ref: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """An R3GAN Discriminator's state dict in ganflow's names: stages of blocks then a downsampling
+    transition; the last stage's transition is the discriminative basis, at the top level."""
+    last = max(int(m.group(1)) for k in ref for m in [re.match(r"^MainLayers\.(\d+)\.", k)] if m)
+    out = {}
+    for key, value in ref.items():
+        if key.endswith("Resampler.Kernel"):
+            continue
+        if key in ("ExtractionLayer.Layer.weight", "EmbeddingLayer.weight"):
+            out["extract.weight" if key.startswith("Extraction") else "embed.weight"] = value
+            continue
+        s, j, rest = re.match(r"^MainLayers\.(\d+)\.Layers\.(\d+)\.(.+)$", key).groups()
+        if re.match(r"^(LinearLayer\d|NonLinearity\d)\.", rest):
+            out[f"stages.{s}.{j}.{_r3gan_block(rest)}"] = value
+        elif int(s) == last:
+            out["basis.weight" if rest == "Basis.weight" else "basis_linear.weight"] = value
+        else:
+            out[f"stages.{s}.{j}.conv.weight"] = value
+    return out
