@@ -1,10 +1,11 @@
-"""The model zoo on digits at equal wall time, 2 CPU cores: each shipped digits job trains in this
+"""The model zoo on digits at equal wall time (or, with --steps, at equal steps), 2 CPU cores: each shipped digits job trains in this
 process (ganflow's fit(), no Ray) for the same number of seconds, then its EMA generator is scored
 on 2000 samples: FID in the digits classifier's features (the project's FID-like digits score,
 lower is better) and class coverage (the smallest class's share of the samples, and how many of
 the 10 classes hold >= 5% of them).
 
     python benchmarks/zoo_digits.py [--minutes 8] [--jobs quickstart resnet_digits ...] [--out DIR]
+    python benchmarks/zoo_digits.py --steps 2000     # equal steps instead: each job's own batch and recipe
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class _StopAfter:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=8.0)
+    p.add_argument("--steps", type=int, default=None, help="train each job this many steps instead of --minutes")
     p.add_argument("--jobs", nargs="*", default=["quickstart", "resnet_digits", "stylegan2_digits", "r3gan_digits"])
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--out", default=None, help="a folder for each model's sample grid")
@@ -48,10 +50,11 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = []
     for job in args.jobs:
-        cfg = load_job(JOBS / f"{job}.yaml", ["train.steps=100000000", "train.log_every=10", "train.sample_every=100000000",
-                                              "train.checkpoint_every=100000000", "tracking.wandb.mode=disabled"])
+        cfg = load_job(JOBS / f"{job}.yaml", [f"train.steps={args.steps or 100000000}", "train.log_every=10",
+                                              "train.sample_every=100000000", "train.checkpoint_every=100000000",
+                                              "tracking.wandb.mode=disabled"])
         dataset, state = build_training(cfg, torch.device("cpu"))
-        hooks = _StopAfter(args.minutes * 60)
+        hooks = _StopAfter(float("inf") if args.steps else args.minutes * 60)
         started = time.perf_counter()
         try:
             fit(cfg, state, batches_for(cfg, dataset), hooks)
