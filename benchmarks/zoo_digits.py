@@ -1,8 +1,8 @@
 """The model zoo on digits at equal wall time (or, with --steps, at equal steps), 2 CPU cores: each
 shipped digits job trains in this process (ganflow's fit(), no Ray) for the same number of seconds
-(or steps), then its EMA generator is scored on 2000 samples: FID in the digits classifier's features (the project's FID-like digits score,
-lower is better) and class coverage (the smallest class's share of the samples, and how many of
-the 10 classes hold >= 5% of them).
+(or steps), then its EMA generator is scored on 2000 samples: FID in the digits classifier's
+features (the project's FID-like digits score, lower is better) and class coverage (the smallest
+class's share of the samples, and how many of the 10 classes hold >= 5% of them).
 
     python benchmarks/zoo_digits.py [--minutes 8] [--jobs quickstart resnet_digits ...] [--out DIR]
     python benchmarks/zoo_digits.py --steps 2000     # equal steps instead: each job's own batch and recipe
