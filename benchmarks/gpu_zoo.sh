@@ -10,3 +10,8 @@ python3 benchmarks/throughput.py --model stylegan2 --job jobs/stylegan2_images_2
 python3 benchmarks/throughput.py --model resnet --synthetic 50000 --classes 10 --channels 3 --gpu --steps 300 --set model.ngf=64 model.ndf=64 2>&1 | tee $OUT/resnet32.log
 python3 benchmarks/throughput.py --model resnet --synthetic 50000 --classes 10 --channels 3 --gpu --steps 300 --set model.ngf=64 model.ndf=64 train.precision=bf16 2>&1 | tee $OUT/resnet32_bf16.log
 python3 benchmarks/gpu_flags.py --steps 200 2>&1 | grep -v "last log step" | tee $OUT/flags.log
+# issue 29: R3GAN with R1+R2 from the main D pass (its 64 px preset, schedules on) and the quickstart with
+# averaged EMA BatchNorm statistics, cudnn.benchmark on (the default) against off
+python3 benchmarks/throughput.py --model r3gan --job jobs/r3gan_images_64.yaml --synthetic 2048 --gpu --steps 150 --set scaling.num_workers=1 2>&1 | tee $OUT/r3gan_64.log
+python3 benchmarks/throughput.py --model dcgan --job jobs/quickstart.yaml --synthetic 4096 --channels 1 --gpu --steps 300 --set train.cudnn_benchmark=false 2>&1 | tee $OUT/quickstart_nocudnnbench.log
+python3 benchmarks/throughput.py --model dcgan --job jobs/quickstart.yaml --synthetic 4096 --channels 1 --gpu --steps 300 2>&1 | tee $OUT/quickstart.log
