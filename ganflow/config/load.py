@@ -49,10 +49,14 @@ RETRY_MODES = ("standard", "adaptive")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # experiment and sweep names: a folder or key part anywhere
+
+
 def check_fields(cfg: JobConfig) -> JobConfig:
     """Range and same-section checks, which need nothing but the config itself."""
-    if not cfg.name or "/" in cfg.name:
-        fail("name", f"must be a non-empty name without '/', got {cfg.name!r}")
+    if not NAME.match(cfg.name or ""):
+        fail("name", f"{cfg.name!r}: a run's experiment folder; use letters, digits, '.', '_' and '-' (at most 128, "
+                     "not starting with '.', '_' or '-')")
     _check_data(cfg.data)
     _check_model(cfg.model)
     _check_loss(cfg.loss)

@@ -26,6 +26,7 @@ import numpy as np
 from ganflow.data.images import IMAGE_SUFFIXES, square_resize
 from ganflow.data.prepared import FORMAT, LABELS, MANIFEST, PARAMS, VERSION, shard_done, shard_name
 from ganflow.store import file_sha256
+from ganflow.store.names import part
 
 
 class PrepareError(ValueError):
@@ -69,6 +70,8 @@ def _apply_labels(uri: str, kind: str, names: List[str], labels: str, mapping: O
         return Source(uri, kind, names, [mapping[n] for n in names], [str(v) for v in range(values[-1] + 1)])
     # the class is the top folder under SOURCE (folders nested in it belong to it)
     classes = sorted({n.split("/", 1)[0] for n in names}) if all("/" in n for n in names) else []
+    for c in classes:  # folder names from an archive or a bucket: they name folders again later (synth)
+        part(c, f"{uri}: class folder")
     if labels == "folders" and not classes:
         raise PrepareError("--labels: folders needs every image in a class subfolder of SOURCE; use --labels none")
     index = {c: i for i, c in enumerate(classes)}

@@ -35,6 +35,7 @@ import torch
 from ganflow.config import ConfigError, DataConfig
 from ganflow.data.dataset import Dataset, register
 from ganflow.store import cache_home, file_sha256
+from ganflow.store.names import hex_digest
 
 FORMAT = "ganflow-prepared"
 VERSION = 1
@@ -118,7 +119,8 @@ class PreparedSet:
         if not self.remote:
             path = Path(self.store.uri(name))
         else:
-            path = cache_home() / "prepared" / f"{entry['sha256'][:32]}.npy"
+            sha = hex_digest(entry["sha256"], f"{self.store.uri(MANIFEST)}: shard sha256")  # a file name below
+            path = cache_home() / "prepared" / f"{sha[:32]}.npy"
             if path.exists() and path.stat().st_size == entry["bytes"] and (
                     not self.verify or file_sha256(path) == entry["sha256"]):
                 return path  # fetched once per machine; a damaged copy is fetched again below

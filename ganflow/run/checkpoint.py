@@ -22,6 +22,7 @@ from safetensors.torch import save as save_safetensors
 from ganflow.core.state import DataMeta
 from ganflow.run.layout import RunLayout
 from ganflow.store import NotFound, Store, join, open_store
+from ganflow.store.names import contained, join_under
 
 FORMAT_VERSION = 1
 MANIFEST = RunLayout.MANIFEST
@@ -111,7 +112,7 @@ def load_checkpoint(directory: Path, components: Optional[List[str]] = None) -> 
     manifest = read_manifest(directory)
     tensors: Dict[str, torch.Tensor] = {}
     for fname, digest in manifest["files"].items():
-        path = directory / fname
+        path = join_under(directory, fname, f"{directory}/{MANIFEST}: file name")
         if not path.is_file():
             raise CheckpointError(f"{path}: missing file listed in the manifest")
         blob = path.read_bytes()
@@ -160,7 +161,7 @@ def fetch(store: Store, key: str, cache_dir: Path) -> Path:
     except NotFound:
         raise CheckpointError(f"{store.uri(key)}: no {MANIFEST}; not a complete checkpoint") from None
     try:
-        files = list(json.loads(manifest).get("files", {}))
+        files = [contained(n, f"{store.uri(key)}/{MANIFEST}: file name") for n in json.loads(manifest).get("files", {})]
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{store.uri(key)}/{MANIFEST}: unreadable manifest ({err})") from None
     try:

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from ganflow.store.atomic import replace_atomically
 from ganflow.store.base import NotFound, S3Options, StorageError, Store, join, split_s3
+from ganflow.store.names import contained
 
 log = logging.getLogger("ganflow.storage")
 
@@ -153,8 +154,8 @@ class S3Store(Store):
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for name in names:
-            self.get_file(join(key, name), target / name)
+        for name in names:  # a manifest's names: data from the bucket
+            self.get_file(join(key, contained(name, f"{self.uri(key)}: file name")), target / name)
         return target
 
     def ray_path(self, key: str = "") -> Tuple[str, Any]:

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganflow.config import ConfigError, JobConfig
+from ganflow.config.load import NAME
 from ganflow.job import load_job
 from ganflow.metrics.scoring import default_metrics, rankable_values, ranking
 from ganflow.run.layout import SweepLayout
@@ -178,6 +179,8 @@ def load_spec(path: str | Path, extra_overrides: Optional[List[str]] = None) -> 
                         "overrides": [str(o) for o in read.overrides] + list(extra_overrides or []),
                         "space": [parse_dimension(str(k), v) for k, v in read.space.items()],
                         "source": {**raw, "job": str(job)}})
+    if not NAME.match(spec.name):
+        raise SweepError(f"name: {spec.name!r}: the sweep's folder; use letters, digits, '.', '_' and '-' (at most 128)")
     _check_search(spec)
     try:
         base = load_job(job, spec.overrides)
