@@ -29,6 +29,7 @@ from ganflow.store import open_store
 from ganflow.store.names import part
 
 SHARD_SIZE = 500
+TRUNCATION_MIN = 0.1  # |z| <= 0.1 keeps 8% of the draws: a few rounds of redrawing
 MANIFEST = "synth.json"
 FORMATS = ("png", "npz")
 
@@ -135,8 +136,9 @@ def synthesize(run: str, out: str, num: Optional[int] = None, per_class: Optiona
     """Write the set; returns its manifest. `workers` > 1: that many Ray actors draw the shards."""
     if fmt not in FORMATS:
         raise SynthError(f"--format: {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if truncation is not None and not truncation > 0:
-        raise SynthError(f"--truncation: must be > 0, got {truncation}")
+    if truncation is not None and not truncation >= TRUNCATION_MIN:
+        raise SynthError(f"--truncation: must be >= {TRUNCATION_MIN} (below it almost every draw is redrawn, "
+                         f"for ever), got {truncation}")
     if workers < 1:
         raise SynthError(f"--workers: must be >= 1, got {workers}")
     store = open_store(out)

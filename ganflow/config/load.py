@@ -57,6 +57,7 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     if not NAME.match(cfg.name or ""):
         fail("name", f"{cfg.name!r}: a run's experiment folder; use letters, digits, '.', '_' and '-' (at most 128, "
                      "not starting with '.', '_' or '-')")
+    _check_values(cfg)
     _check_data(cfg.data)
     _check_model(cfg.model)
     _check_loss(cfg.loss)
@@ -68,6 +69,30 @@ def check_fields(cfg: JobConfig) -> JobConfig:
     _check_tracking(cfg.tracking.wandb)
     _check_eval(cfg)
     return cfg
+
+
+def _leaves(node: Any, key: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{key}[{i}]")
+    else:
+        yield key, node
+
+
+def _check_values(cfg: JobConfig) -> None:
+    """What holds for every field: numbers are finite (a NaN gamma would silently turn its penalty
+    off), an s3 URI is spelled s3:// (`s3:/b/x` would become a local folder named `s3:`), and the
+    seed is one torch and numpy both take."""
+    for key, value in _leaves(cfg.to_dict()):
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(key, f"must be a finite number, got {value}")
+        if isinstance(value, str) and value[:3].lower() == "s3:" and not value.startswith("s3://"):
+            fail(key, f"{value!r} is not an S3 URI; write s3://bucket/prefix")
+    if not 0 <= cfg.train.seed < 2**63:
+        fail("train.seed", f"must be in [0, 2**63), got {cfg.train.seed}")
 
 
 def _check_data(d: DataConfig) -> None:

@@ -85,7 +85,8 @@ def test_bad_requests_are_one_line_and_write_nothing(cdcgan, tmp_path):
     cases = [
         (["--num", "5", "--out", str(taken)], "is not empty"),
         (["--out", str(tmp_path / "new")], "give --num N or --per-class K"),
-        (["--num", "5", "--truncation", "0", "--out", str(tmp_path / "new")], "--truncation: must be > 0"),
+        (["--num", "5", "--truncation", "0", "--out", str(tmp_path / "new")], "--truncation: must be >= 0.1"),
+        (["--num", "5", "--truncation", "1e-9", "--out", str(tmp_path / "new")], "--truncation: must be >= 0.1"),
     ]
     for args, message in cases:
         proc = cli_here("synth", str(cdcgan), *args)

@@ -69,6 +69,11 @@ BAD_CONFIGS = [
     (["optim.g.learning_rate=1e-3"], "optim.g.learning_rate", "unknown key"),
     (["train.steps=ten"], "train.steps", "ten"),
     (["train.ema_decay=1.5"], "train.ema_decay", "[0, 1)"),
+    (["optim.g.weight_decay=nan"], "optim.g.weight_decay", "finite"),  # issue 30, fault 11
+    (["scaling.resources_per_worker.CPU=nan"], "scaling.resources_per_worker.CPU", "finite"),
+    (["optim.d.betas=[0.5,inf]"], "optim.d.betas[1]", "finite"),
+    (["train.seed=-1"], "train.seed", "[0, 2**63)"),
+    (["data.name=prepared", "data.path=s3:/bucket/set"], "data.path", "write s3://bucket/prefix"),
     (["train.precision=fp8"], "train.precision", "choose one of"),
     (["train.precision=bf16"], "train.precision", "use_gpu"),
     (["scaling.num_workers=0"], "scaling.num_workers", "worker count >= 1"),
