@@ -119,7 +119,10 @@ def load_checkpoint(directory: Path, components: Optional[List[str]] = None) -> 
         if sha256(blob) != digest:
             raise CheckpointError(f"{path}: sha256 mismatch (file corrupted or changed after it was written); refusing to load it")
         if components is None or fname.removesuffix(".safetensors") in components:
-            tensors.update(load_safetensors(blob))
+            try:
+                tensors.update(load_safetensors(blob))
+            except Exception as err:  # safetensors' own error type: a file its checksum matches but that does not parse
+                raise CheckpointError(f"{path}: not a readable safetensors file ({err}); refusing to load it") from None
     state = {k: _join(v, tensors) for k, v in manifest["state"].items() if components is None or k in components or k == "step"}
     return state, manifest
 

@@ -10,6 +10,7 @@ so a reader never sees it half-written and never more than that stale.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -19,6 +20,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from ganflow.run import checkpoint as ckpt
 from ganflow.run.layout import RunLayout
 from ganflow.store import NotFound, S3Options, Store, join, open_store
+
+logger = logging.getLogger(__name__)
 
 METRICS_FLUSH_S = 10.0
 HEARTBEAT = "time"  # each metrics.jsonl record's wall time (seconds since the epoch), written with it
@@ -101,8 +104,25 @@ class Run:
         return self._metrics
 
     def read_metrics(self) -> List[Dict[str, Any]]:
+        """The records; a line that does not parse (a write cut short by a full disk or a kill) is
+        skipped with one warning, and the next `truncate_metrics` (every resume) drops it."""
         lines = self._stored_lines() if self.store.cheap_appends else self._metric_lines()
-        return [json.loads(line) for line in lines if line.strip()]
+        records, torn = [], 0
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                torn += 1
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+            else:
+                torn += 1
+        if torn:
+            logger.warning("%s: skipped %d torn line(s) of %s", self.uri, torn, RunLayout.METRICS)
+        return records
 
     def truncate_metrics(self, last_step: int) -> int:
         """Drop records logged after `last_step`, so a resumed run never repeats a step; returns

@@ -165,3 +165,41 @@ def test_a_checkpoint_without_its_manifest_in_s3_is_never_picked(s3, tmp_path):
     store.put_bytes("exp/run/checkpoints/step_00000030/G.safetensors", b"half of an upload")
     uri, _, manifest = ckpt.load_latest_from(store, "exp/run", tmp_path / "cache")
     assert manifest["step"] == 10
+
+
+def test_a_file_whose_checksum_matches_but_that_does_not_parse_is_refused_and_resume_falls_back(tmp_path, caplog):
+    """Issue 30, fault 12: a SafetensorError was a traceback, not a fallback."""
+    store = LocalStore(tmp_path / "runs")
+    _publish_steps(store, tmp_path, "exp/run", [10, 20])
+    newest = tmp_path / "runs/exp/run/checkpoints/step_00000020"
+    garbage = b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}"
+    (newest / "D.safetensors").write_bytes(garbage)
+    manifest = json.loads((newest / "manifest.json").read_text())
+    manifest["files"]["D.safetensors"] = ckpt.sha256(garbage)
+    (newest / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ckpt.CheckpointError, match="not a readable safetensors file"):
+        ckpt.load_checkpoint(newest)
+    with caplog.at_level("WARNING"):
+        uri, _, manifest = ckpt.load_latest_from(store, "exp/run", tmp_path / "cache")
+    assert manifest["step"] == 10 and "falling back" in caplog.text
+
+
+def test_a_torn_metrics_line_is_skipped_with_a_warning_and_dropped_by_the_next_resume(tmp_path, caplog):
+    """Issue 30, fault 6: one line cut short by a full disk broke every resume and `runs list`."""
+    from ganflow.run.run import Run
+    from tests.conftest import cli_here
+
+    run = Run.create(str(tmp_path / "runs"), "exp")
+    run.write_config("name: exp\n")
+    for step in (10, 20, 30):
+        run.append_metrics({"step": step, "loss/d": 1.0})
+    run.flush_metrics()
+    metrics = Path(run.uri) / RunLayout.METRICS
+    metrics.write_text(metrics.read_text() + '{"step": 40, "loss/d": 0.')
+    with caplog.at_level("WARNING"):
+        assert [r["step"] for r in Run.open(run.uri).read_metrics()] == [10, 20, 30]
+    assert "skipped 1 torn line" in caplog.text
+    assert Run.open(run.uri).truncate_metrics(20) == 30
+    assert metrics.read_text().count("\n") == 2 and "0." not in metrics.read_text().splitlines()[-1][-3:]
+    listed = cli_here("runs", "list", str(tmp_path / "runs"))
+    assert listed.returncode == 0, listed.stderr
