@@ -4,12 +4,13 @@ files, and launches the worker loop (ganflow.ray.worker) with `TorchTrainer`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
 from typing import Optional
 
-from ganflow.config import JobConfig, redacted
+from ganflow.config import ConfigError, JobConfig, load, redacted
 from ganflow.core.trace import mark
 from ganflow import data
 from ganflow.ray.cluster import preflight, ray_session
@@ -66,6 +67,8 @@ def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], o
     """(run, W&B settings): the run opened or created, W&B checked before the first write (a broken
     W&B leaves nothing behind), the config written first, a PBT fork's checkpoint adopted."""
     run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
+    if resume:
+        _check_resumable(cfg, run)
     wandb_settings = prepare_tracking(cfg)
     run.store.check()
     if wandb_settings.mode == "offline":
@@ -77,6 +80,26 @@ def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], o
         copied = run.adopt_checkpoint(fork_from)
         print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
     return run, wandb_settings
+
+
+SHAPE_FIELDS = ("resolution", "channels", "classes")  # the data section's part of the networks' shapes
+
+
+def _check_resumable(cfg: JobConfig, run: Run) -> None:
+    """A resume continues the run's networks: overrides that would change their shapes are refused
+    before anything of the run is rewritten (they used to rewrite config.yaml, then fail in the
+    workers, and every later plain resume failed the same way)."""
+    try:
+        was = load(text=run.read_config())
+    except (ConfigError, StorageError):
+        return  # an unreadable old config: the checkpoint's own checks decide
+    before = {**dataclasses.asdict(was.model), **{f"data.{k}": getattr(was.data, k) for k in SHAPE_FIELDS}}
+    after = {**dataclasses.asdict(cfg.model), **{f"data.{k}": getattr(cfg.data, k) for k in SHAPE_FIELDS}}
+    changed = [k for k in before if before[k] != after[k]]
+    if changed:
+        key = changed[0] if changed[0].startswith("data.") else f"model.{changed[0]}"
+        raise ConfigError(f"{key}: the run was trained with {before[changed[0]]!r}, not {after[changed[0]]!r}; a resume "
+                          "keeps its networks (start a new run from it with train.init_from=RUN)")
 
 
 def _trainer(cfg: JobConfig, run: Run, loop: LoopConfig, datasets, callbacks):

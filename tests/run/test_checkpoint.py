@@ -203,3 +203,22 @@ def test_a_torn_metrics_line_is_skipped_with_a_warning_and_dropped_by_the_next_r
     assert metrics.read_text().count("\n") == 2 and "0." not in metrics.read_text().splitlines()[-1][-3:]
     listed = cli_here("runs", "list", str(tmp_path / "runs"))
     assert listed.returncode == 0, listed.stderr
+
+
+def test_a_resume_that_would_change_the_networks_is_refused_with_every_byte_of_the_run_kept(tmp_path):
+    """Issue 30, fault 5: `--resume RUN model.ngf=16` rewrote config.yaml and status.json, then failed
+    in the workers, and every later plain resume failed the same way."""
+    from ganflow.run.run import Run
+    from tests.conftest import cli_here
+
+    from tests.conftest import JOBS
+
+    cfg = load_job(JOBS / "quickstart.yaml", [f"storage.uri={tmp_path}"])
+    run = Run.create(str(tmp_path), cfg.name)
+    run.write_config(cfg.to_yaml())
+    run.write_status("stopped")
+    before = {p.name: p.read_bytes() for p in Path(run.uri).iterdir()}
+    for override, key in (("model.ngf=16", "model.ngf"), ("data.resolution=16", "data.resolution")):
+        proc = cli_here("train", "--resume", run.uri, override, "train.steps=1")  # were it to start: 1 step
+        assert proc.returncode == 2 and f"config: {key}: the run was trained with" in proc.stderr, proc.stderr
+        assert {p.name: p.read_bytes() for p in Path(run.uri).iterdir()} == before
