@@ -15,12 +15,13 @@ from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ganflow.config.schema import (PLACEMENT_STRATEGIES, DataConfig, JobConfig, LossConfig, ModelConfig, OptimizerConfig,
                                    ScalingConfig, StorageConfig, TrainConfig, WandbConfig)
-from ganflow.config.secrets import CREDENTIALS_HINT, redact, secret_key_message, secret_keys_in
+from ganflow.config.secrets import (CREDENTIALS_HINT, REDACTED, from_environment, redact, secret_key_message,
+                                    secret_keys_in)
 
 
 class ConfigError(ValueError):
@@ -289,12 +290,45 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
             found = secret_key_message(item.split("=", 1)[0])
             if found:
                 raise ConfigError(found)
-        if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
+        for item in overrides or []:
+            try:
+                layers.append(OmegaConf.from_dotlist([item]))
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{item.split('=', 1)[0]}: the value is not valid YAML ({_yaml_problem(err)}); "
+                                  "quote it, e.g. key='[a, b]'") from None
+        cfg = OmegaConf.to_object(_free_text_from_environment_redacted(OmegaConf.merge(*layers)))
     except OmegaConfBaseException as err:
         raise _explain(err) from None
     return check_fields(cfg)
+
+
+FREE_TEXT = ("tracking.wandb.notes", "tracking.wandb.tags")  # fields no check constrains: anything can hide in them
+
+
+def _free_text_from_environment_redacted(conf: DictConfig) -> DictConfig:
+    """Free text taken from the environment (`notes: ${oc.env:OPENAI_KEY}`) is REDACTED before it is
+    resolved: it would be saved with the run and sent to W&B. Names, locations and numbers taken
+    from it are used as given (they are checked, and needed); credentials among them are still
+    redacted by value (`secrets.redact`)."""
+    raw = OmegaConf.to_container(conf, resolve=False)
+    for key in FREE_TEXT:
+        value = _dig(raw, key)
+        if isinstance(value, list) and any(from_environment(v) for v in value):
+            value = [REDACTED if from_environment(v) else v for v in value]
+        elif from_environment(value):
+            value = REDACTED
+        else:
+            continue
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        conf = OmegaConf.merge(conf, value)
+    return conf
+
+
+def _dig(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def from_dict(d: Dict[str, Any]) -> JobConfig:

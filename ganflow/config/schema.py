@@ -154,8 +154,8 @@ class WandbConfig:
     entity: Optional[str] = None  # None: WANDB_ENTITY, else the API key's default entity
     group: Optional[str] = None  # runs to compare side by side (a sweep sets its name); None: WANDB_RUN_GROUP
     job_type: Optional[str] = None  # None: WANDB_JOB_TYPE, else "train"
-    tags: Optional[List[str]] = None  # None: WANDB_TAGS (comma-separated), else none
-    notes: Optional[str] = None
+    tags: Optional[List[str]] = None  # None: WANDB_TAGS (comma-separated), else none; free text, as notes
+    notes: Optional[str] = None  # free text: a value taken from the environment (${oc.env:...}) is saved redacted
     mode: Optional[str] = None  # online | offline | disabled; None: WANDB_MODE, else online with WANDB_API_KEY, else offline
     dir: Optional[str] = None  # where W&B writes its files; None: WANDB_DIR, else the run directory (./wandb for s3 runs)
     on_error: str = "fail"  # W&B broken at start: fail (exit 2 before training) | disable (warn, train untracked)

@@ -1,5 +1,7 @@
 """Credentials never enter a config, a run's files, its checkpoints or W&B: secret-looking keys are
-refused when a job is loaded, and everything that leaves the process is redacted."""
+refused when a job is loaded, free text taken from the environment (`${oc.env:...}`) is redacted
+as it is loaded, and everything that leaves the process is redacted by value: any string equal to
+a credential in the environment, or holding one of 8+ characters."""
 
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ CREDENTIALS_HINT = ("credentials come from the AWS chain: AWS_ACCESS_KEY_ID/AWS_
 # Key names that hold secrets. A job config is saved with every run, so it must never carry one.
 SECRET_KEY = re.compile(r"(secret|password|passwd|token|credential|access_key|api_key|apikey)", re.IGNORECASE)
 REDACTED = "<redacted>"
+# Environment variables whose values are credentials (DB_PASS, OPENAI_KEY, SSH_AUTH, ...): wider
+# than SECRET_KEY, which also decides which config keys are refused.
+SECRET_ENV = re.compile(r"(secret|pass|token|credential|key|auth|private|session|cookie|signature)", re.IGNORECASE)
+ENV_INTERPOLATION = re.compile(r"\$\{\s*oc\.env\s*:")
+MIN_EQUAL, MIN_INSIDE = 4, 8  # a value equal to a secret of 4+ characters, or holding one of 8+
 
 
 def secret_key_message(key: str) -> Optional[str]:
@@ -34,8 +41,15 @@ def secret_keys_in(node: Any, prefix: str = "") -> Optional[str]:
 
 
 def _secret_values(env: Dict[str, str]) -> List[str]:
-    """Values of secret-looking environment variables (AWS_SECRET_ACCESS_KEY, WANDB_API_KEY, ...)."""
-    return sorted({v for k, v in env.items() if SECRET_KEY.search(k) and len(v) >= 8}, key=len, reverse=True)
+    """Values of secret-looking environment variables (AWS_SECRET_ACCESS_KEY, WANDB_API_KEY, DB_PASS, ...)."""
+    return sorted({v for k, v in env.items() if SECRET_ENV.search(k) and len(v) >= MIN_EQUAL}, key=len, reverse=True)
+
+
+def from_environment(raw: Any) -> bool:
+    """Whether an unresolved config value takes anything from the environment (`${oc.env:NAME}`)."""
+    if isinstance(raw, (list, tuple)):
+        return any(from_environment(v) for v in raw)
+    return isinstance(raw, str) and bool(ENV_INTERPOLATION.search(raw))
 
 
 def _strip_userinfo(text: str) -> str:
@@ -58,7 +72,10 @@ def redact(value: Any, env: Optional[Dict[str, str]] = None, _secrets: Optional[
     if isinstance(value, (list, tuple)):
         return [redact(v, _secrets=secrets) for v in value]
     if isinstance(value, str):
+        if value in secrets:
+            return REDACTED
         value = _strip_userinfo(value)
         for secret in secrets:
-            value = value.replace(secret, REDACTED)
+            if len(secret) >= MIN_INSIDE:
+                value = value.replace(secret, REDACTED)
     return value

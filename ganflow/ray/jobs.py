@@ -89,16 +89,33 @@ def _call(what: str, job_id: str, fn, *args):
 
 def needed_env(cfg: JobConfig, extra: List[str] = ()) -> Dict[str, str]:
     """The named variables this job needs on the cluster, from this environment: S3 credentials
-    when it reads or writes a bucket, W&B's when it tracks online, and any named with --env
-    (NAME, from here, or NAME=VALUE: a cluster's own setting, such as NCCL_SOCKET_IFNAME=eth0)."""
+    when any s3:// URI appears in the job, W&B's settings when it tracks and its API key only when
+    it tracks online, and any named with --env (NAME, from here, or NAME=VALUE: a cluster's own
+    setting, such as NCCL_SOCKET_IFNAME=eth0)."""
+    from ganflow.tracking.settings import TrackingError, resolve
+
     names: List[str] = []
-    if any(is_s3(p or "") for p in (cfg.storage.uri, cfg.data.path, cfg.eval.inception_weights)):
+    if any(isinstance(v, str) and is_s3(v) for v in _strings(cfg.to_dict())):
         names += S3_VARS
-    if cfg.tracking.wandb.mode != "disabled":
-        names += WANDB_VARS
+    try:
+        mode = resolve(cfg.tracking.wandb).mode
+    except TrackingError as err:
+        raise JobsError(str(err)) from None
+    if mode != "disabled":
+        names += [name for name in WANDB_VARS if name != "WANDB_API_KEY" or mode == "online"]
     given = dict(item.split("=", 1) for item in extra if "=" in item)
     names += [item for item in extra if "=" not in item]
     return {**{name: os.environ[name] for name in dict.fromkeys(names) if name in os.environ}, **given}
+
+
+def _strings(node: Any) -> Iterator[Any]:
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    else:
+        yield node
 
 
 def check_shared_paths(cfg: JobConfig) -> None:

@@ -73,6 +73,7 @@ BAD_CONFIGS = [
     (["scaling.resources_per_worker.CPU=nan"], "scaling.resources_per_worker.CPU", "finite"),
     (["optim.d.betas=[0.5,inf]"], "optim.d.betas[1]", "finite"),
     (["train.seed=-1"], "train.seed", "[0, 2**63)"),
+    (["tracking.wandb.tags=[a,${oc.env:HOME}]"], "tracking.wandb.tags", "not valid YAML"),  # a YAML traceback before
     (["data.name=prepared", "data.path=s3:/bucket/set"], "data.path", "write s3://bucket/prefix"),
     (["train.precision=fp8"], "train.precision", "choose one of"),
     (["train.precision=bf16"], "train.precision", "use_gpu"),

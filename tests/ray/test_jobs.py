@@ -144,3 +144,31 @@ def test_network_variables_for_the_cluster_go_by_name_or_as_name_value(monkeypat
     monkeypatch.delenv("NCCL_DEBUG", raising=False)
     sent = needed_env(cfg, ["GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME=eth0", "NCCL_DEBUG"])
     assert sent == {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "eth0"}, "an unset name sends nothing"
+
+
+def test_a_staged_job_sends_what_it_needs_and_no_secret_it_does_not(monkeypatch, tmp_path):
+    """Issue 30, fault 10: free text from the environment and values equal to a credential (however
+    short) are redacted in the staged job; WANDB_API_KEY goes only to a job that logs online; the
+    AWS variables go whenever any s3:// URI is in the job (here only eval.reference)."""
+    from ganflow.commands.submit import prepare_train
+
+    monkeypatch.setenv("OPENAI_KEY", "sk-live-0123456789")
+    monkeypatch.setenv("DB_PASS", "hunter2")
+    monkeypatch.setenv("WANDB_API_KEY", "w" * 40)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-for-the-test")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    overrides = ["storage.uri=/shared/runs", "tracking.wandb.notes=${oc.env:OPENAI_KEY}", "tracking.wandb.group=hunter2",
+                 "eval.reference=s3://team/stats/fid.npz"]
+    offline = prepare_train(str(JOBS / "ring.yaml"), overrides + ["tracking.wandb.mode=offline"], tmp_path, ship_code=False)
+    staged = (tmp_path / "job.yaml").read_text()
+    for secret in ("sk-live-0123456789", "hunter2"):
+        assert secret not in staged and secret not in json.dumps(offline.runtime_env | offline.metadata)
+    assert staged.count("<redacted>") == 2
+    sent = offline.runtime_env["env_vars"]
+    assert "WANDB_API_KEY" not in sent, "an offline job has no use for the API key"
+    assert sent["AWS_SECRET_ACCESS_KEY"] == "aws-secret-for-the-test"
+    online = prepare_train(str(JOBS / "ring.yaml"), overrides + ["tracking.wandb.mode=online"], tmp_path, ship_code=False)
+    assert online.runtime_env["env_vars"]["WANDB_API_KEY"] == "w" * 40
+    local = prepare_train(str(JOBS / "ring.yaml"), ["storage.uri=/shared/runs", "tracking.wandb.mode=disabled"], tmp_path,
+                          ship_code=False)
+    assert not any(name.startswith(("AWS_", "WANDB_")) for name in local.runtime_env.get("env_vars", {}))

@@ -90,6 +90,14 @@ def test_redaction_covers_secret_keys_urls_and_environment_values():
     assert out["lr"] == 2e-4 and out["storage"]["uri"] == "s3://bucket/p"
 
 
+def test_redaction_goes_by_value_for_credentials_whatever_their_name_or_length():
+    """DB_PASS and OPENAI_KEY are credentials too; a short one is redacted where a value equals it,
+    not inside other strings (a 7-letter word would cut paths apart)."""
+    env = {"DB_PASS": "hunter2", "OPENAI_KEY": "sk-0123456789", "HOME": "/root"}
+    out = redact({"group": "hunter2", "dir": "/data/hunter2s", "notes": "see sk-0123456789", "home": "/root"}, env=env)
+    assert out == {"group": REDACTED, "dir": "/data/hunter2s", "notes": f"see {REDACTED}", "home": "/root"}
+
+
 @pytest.fixture
 def checkpoint_dirs(tmp_path):
     """Two real checkpoints of a small digits DCGAN, as a run directory holds them."""
