@@ -253,3 +253,13 @@ def test_a_schedule_of_something_the_job_does_not_have_is_one_line_naming_it():
     ]:
         with pytest.raises(ConfigError, match=message):
             load_job(None, SMALL + overrides)
+
+
+def test_a_short_run_of_a_job_that_evaluates_rarely_is_still_scored_at_its_last_step():
+    """eval.every larger than train.steps (issue 30, fault 11): evaluated once, at the end, not never."""
+    from ganflow.core.fit import step_end
+
+    cfg = load_job(None, ["train.steps=300", "train.checkpoint_every=100", "eval.every=1000"])
+    assert [s for s in range(1, 301) if step_end(cfg, s).evaluate] == [300]
+    off = load_job(None, ["train.steps=300", "eval.every=0"])
+    assert not any(step_end(off, s).evaluate for s in range(1, 301))
