@@ -185,6 +185,9 @@ def _data(sub) -> None:
     pr.add_argument("--labels", default="auto", help="auto (a zip's dataset.json, else class folders when every image "
                                                      "is in one), folders, none, or a dataset.json file")
     pr.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    pr.add_argument("--on-error", default="skip", choices=("skip", "fail"),
+                    help="a file that does not decode (not an image, truncated, over the bounds of README's Trust "
+                         "section): skip it (counted and listed in the manifest; default) or fail naming it")
     pr.add_argument("--workers", type=int, default=None, help="Ray workers writing shards (default: 1 for up to 2 "
                                                               "shards, else one per CPU; 1 runs in this process)")
     pr.add_argument("--address", default=None, help="Ray cluster to run the workers on (default: RAY_ADDRESS, else a "

@@ -83,6 +83,11 @@ def prepare(args, options: S3Options) -> dict:
             for name, why in entry["skipped"]:
                 print(f"[ganflow] skipped {name}: {why}", file=sys.stderr)
             progress.update(entry["stop"] - entry["first"])
+    if args.on_error == "fail":  # shards done before (a resumed prepare) count too; no manifest is written
+        bad = [s for e in sorted(done.values(), key=lambda e: e["index"]) for s in e["skipped"]]
+        if bad:
+            raise PrepareError(f"SOURCE: {bad[0][0]}: {bad[0][1]} ({len(bad)} such file(s)); remove them, or pass "
+                               "--on-error skip to leave them out (listed in the manifest)")
     seconds = time.perf_counter() - started
     manifest = finish(out, source, settings, list(done.values()))
     if reference is not None:

@@ -9,8 +9,10 @@ set; `StreamedBatches` turns a shard into batches. Both paths crop and resize th
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,6 +24,56 @@ from ganflow.store import S3Options, StorageError, is_s3
 from ganflow.store.s3 import S3Store
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+# Bounds on what an image file may ask of us (README "Trust"): a decompression bomb is a small file
+# that decodes to gigapixels; 16-bit and float modes would be clipped to 8 bits without a word.
+MAX_PIXELS = 1 << 26  # 67 MP: 8192 x 8192
+MAX_FILE_BYTES = 64 << 20  # one image file, or one archive member, read into memory
+MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+
+
+class BadImage(ValueError):
+    """One image that cannot be used, said in one line starting with its name."""
+
+
+def open_image(data: Union[bytes, Path], name: str):
+    """A PIL image whose header has been checked (decodes as PNG/JPEG, pixel count, mode); its
+    pixels are not decoded yet. BadImage otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        except UnidentifiedImageError:
+            raise BadImage(f"{name}: not a readable PNG/JPEG") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError, ValueError) as err:
+            raise BadImage(f"{name}: {_why(err)}") from None
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise BadImage(f"{name}: {w}x{h} pixels is over the bound of {MAX_PIXELS} (a decompression bomb, or not a training image)")
+    if im.mode not in MODES:
+        im.close()
+        raise BadImage(f"{name}: pixel mode {im.mode} (16-bit or float) would lose its range in 8 bits; convert it to 8-bit first")
+    return im
+
+
+def decode_image(data: Union[bytes, Path], name: str, resolution: int, channels: int) -> np.ndarray:
+    """One file's bytes (or path) -> uint8 (C, H, W) as training sees it; BadImage naming the file
+    when it is not an image, is truncated, too large, or of a mode 8 bits cannot hold."""
+    if isinstance(data, Path) and data.stat().st_size > MAX_FILE_BYTES:
+        raise BadImage(f"{name}: {data.stat().st_size} bytes is over the bound of {MAX_FILE_BYTES} for one image file")
+    with open_image(data, name) as im:
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as err:  # truncated or broken inside
+            raise BadImage(f"{name}: {_why(err)}") from None
+        return square_resize(im, resolution, channels)
+
+
+def _why(err: BaseException) -> str:
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}"[:200]
 
 
 def square_resize(im, resolution: int, channels: int) -> np.ndarray:
@@ -67,9 +119,15 @@ def local_images(cfg: DataConfig) -> List[Path]:
 
 
 def check_folder(cfg: DataConfig, options=None) -> None:
-    """Before Ray starts: a local folder holds images (a bucket's are listed by the driver)."""
+    """Before Ray starts: a local folder holds images, and every file's header says it is one this
+    can decode (a bucket's are listed by the driver; its files are read by Ray Data)."""
     if not is_s3(cfg.path or ""):
-        local_images(cfg)
+        for p in local_images(cfg):
+            try:
+                open_image(p, str(p)).close()
+            except BadImage as err:
+                raise ConfigError(f"data.path: {err}; remove it, or `ganflow data prepare` the folder "
+                                  "(it lists and leaves out files that do not decode)") from None
 
 
 @register("images", kind="images", labelled=True, needs_path=True, metrics=("fid",), known_classes=folder_classes,
@@ -77,16 +135,19 @@ def check_folder(cfg: DataConfig, options=None) -> None:
 def images(cfg: DataConfig, seed: int, storage: Optional[S3Options] = None) -> Dataset:
     if is_s3(cfg.path or ""):
         return _streamed(cfg, storage or S3Options())
-    from PIL import Image
-
     root = Path(cfg.path or "")
-    files = local_images(cfg)
     channels = cfg.channels or 3
-    classes = class_names([p.as_posix() for p in files], root.as_posix())
-    arrays = []
-    for p in files:
-        with Image.open(p) as im:
-            arrays.append(square_resize(im, cfg.resolution, channels))
+    listed = local_images(cfg)
+    classes = class_names([p.as_posix() for p in listed], root.as_posix())  # of every file: labels do not shift
+    arrays, files = [], []
+    for p in listed:
+        try:
+            arrays.append(decode_image(p, str(p), cfg.resolution, channels))
+            files.append(p)
+        except BadImage as err:  # its header passed before Ray: truncated inside
+            warnings.warn(f"data.path: left out {err}")
+    if not files:
+        raise ConfigError(f"data.path: none of the images under {str(root)!r} decode")
     x = torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
     if not classes:
         return Dataset(x=x)

@@ -23,10 +23,14 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ganflow.data.images import IMAGE_SUFFIXES, square_resize
+from ganflow.data.images import IMAGE_SUFFIXES, MAX_FILE_BYTES, BadImage, decode_image
 from ganflow.data.prepared import FORMAT, LABELS, MANIFEST, PARAMS, VERSION, shard_done, shard_name
 from ganflow.store import file_sha256
 from ganflow.store.names import part
+
+
+MAX_CLASSES = 1 << 16  # a dataset.json label must be below this (each label is a row of D's and G's embeddings)
+ON_ERROR = ("skip", "fail")
 
 
 class PrepareError(ValueError):
@@ -52,9 +56,14 @@ def _json_labels(data: bytes, where: str) -> Dict[str, int]:
     """StyleGAN's dataset.json: {"labels": [[relative path, integer label], ...]} (or null)."""
     try:
         labels = json.loads(data).get("labels")
-        return {str(name): int(label) for name, label in (labels or [])}
+        mapping = {str(name): int(label) for name, label in (labels or [])}
     except (ValueError, TypeError, AttributeError) as err:
         raise PrepareError(f"--labels: {where} is not a StyleGAN dataset.json ({{\"labels\": [[file, int], ...]}}): {err}") from None
+    outside = [(n, v) for n, v in mapping.items() if not 0 <= v < MAX_CLASSES]
+    if outside:
+        raise PrepareError(f"--labels: {where} labels {outside[0][0]} as {outside[0][1]}; labels are integers in "
+                           f"[0, {MAX_CLASSES}) (each is a row of the networks' class embeddings)")
+    return mapping
 
 
 def _apply_labels(uri: str, kind: str, names: List[str], labels: str, mapping: Optional[Dict[str, int]]) -> Source:
@@ -101,7 +110,8 @@ def list_source(source: str, labels: str = "auto", options=None) -> Source:
             members = z.namelist()
             names = sorted(m for m in members if Path(m).suffix.lower() in IMAGE_SUFFIXES)
             if mapping is None and labels == "auto" and "dataset.json" in members:
-                mapping = _json_labels(z.read("dataset.json"), f"{source}:dataset.json") or None  # null: unlabelled
+                raw = read_member(z, "dataset.json", f"{source}:dataset.json")
+                mapping = _json_labels(raw, f"{source}:dataset.json") or None  # null: unlabelled
         kind = "zip"
     elif Path(source).is_dir():
         root = Path(source)
@@ -113,6 +123,18 @@ def list_source(source: str, labels: str = "auto", options=None) -> Source:
     if not names:
         raise PrepareError(f"SOURCE: no .png/.jpg/.jpeg files in {source}")
     return _apply_labels(source, kind, names, labels, mapping)
+
+
+def read_member(z: zipfile.ZipFile, name: str, where: str) -> bytes:
+    """A zip member's bytes, refused past MAX_FILE_BYTES whatever its header claims (a 400 KB zip can
+    hold a member that inflates to gigabytes)."""
+    if z.getinfo(name).file_size > MAX_FILE_BYTES:
+        raise BadImage(f"{where}: inflates to {z.getinfo(name).file_size} bytes, over the bound of {MAX_FILE_BYTES}")
+    with z.open(name) as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise BadImage(f"{where}: inflates past the bound of {MAX_FILE_BYTES} bytes")
+    return data
 
 
 @dataclass
@@ -148,34 +170,24 @@ class ShardWriter:
 
             self._s3 = S3Store(source.uri.rstrip("/"), self.options)
 
-    def _read(self, name: str) -> bytes:
+    def _read(self, name: str):
         if self._zip is not None:
-            return self._zip.read(name)
+            return read_member(self._zip, name, name)
         if self._s3 is not None:
             return self._s3.get_bytes(name)
-        return (Path(self.source.uri) / name).read_bytes()
-
-    def _decode(self, name: str) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self._read(name))) as im:
-            im.load()
-            return square_resize(im, self.settings.resolution, self.settings.channels)
+        return Path(self.source.uri) / name  # decode_image bounds its size
 
     def write(self, index: int, first: int, stop: int) -> dict:
-        """Shard `index` from the source's images [first, stop): written, then its .json (done)."""
-        from PIL import UnidentifiedImageError
-
+        """Shard `index` from the source's images [first, stop): written, then its .json (done). A
+        file that does not decode (BadImage) is left out and listed with why."""
         images, kept, skipped = [], [], []
         for i in range(first, stop):
             name = self.source.names[i]
             try:
-                images.append(self._decode(name))
+                images.append(decode_image(self._read(name), name, self.settings.resolution, self.settings.channels))
                 kept.append(i)
-            except UnidentifiedImageError:
-                skipped.append([name, "not a readable PNG/JPEG"])
-            except (OSError, SyntaxError, ValueError) as err:  # truncated or broken inside
-                skipped.append([name, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]])
+            except BadImage as err:
+                skipped.append([name, str(err)[len(name) + 2:] if str(err).startswith(f"{name}: ") else str(err)])
         s = self.settings
         array = np.stack(images) if images else np.zeros((0, s.channels, s.resolution, s.resolution), np.uint8)
 

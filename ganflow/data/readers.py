@@ -69,16 +69,16 @@ def _builtin(name: str, sample_shape: tuple) -> Images:
 
 
 def _decode(store, keys: List[str], sample_shape: tuple) -> Images:
-    from PIL import Image
-
-    from ganflow.data.images import class_names, square_resize
+    from ganflow.data.images import BadImage, class_names, decode_image
 
     channels, resolution = sample_shape[0], sample_shape[-1]
     labelled = bool(class_names(keys, ""))
     arrays = []
     for key in keys:
-        with Image.open(io.BytesIO(store.get_bytes(key))) as im:
-            arrays.append(square_resize(im, resolution, channels))
+        try:
+            arrays.append(decode_image(store.get_bytes(key), store.uri(key), resolution, channels))
+        except BadImage as err:
+            raise ImagesError(str(err)) from None
     x = torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
     labels = [k.rsplit("/", 2)[-2] if labelled else None for k in keys]
     return Images(x, labels, [store.uri(k) for k in keys])
