@@ -25,6 +25,9 @@ def _train(sub) -> None:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=500 optim.g.lr=1e-4")
     t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an in-process local Ray)")
     t.add_argument("--resume", help="run location (directory or s3:// URI) to continue to train.steps")
+    t.add_argument("--force-takeover", action="store_true",
+                   help="with --resume: take the run's lease from a writer that is gone but whose lease is not yet stale "
+                        "(another host's crashed process); never while that writer still runs")
     t.add_argument("--dry-run", action="store_true",
                    help="print the resolved job (every default filled in, credentials redacted) and exit; starts nothing")
     t.set_defaults(verb="train:main")

@@ -54,10 +54,11 @@ def main(args, stop=None) -> int:
     from ganflow.ray.cluster import RayAddressError
     from ganflow.store import StorageError
     from ganflow.tracking.settings import TrackingError
+    from ganflow.run.lease import LeaseHeld
 
     try:
-        run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop)
-    except (StorageError, TrackingError, InceptionWeightsError, RayAddressError) as err:  # raised before any training: storage or W&B unusable
+        run = driver.run(cfg, address=args.address, resume=args.resume, stop=stop, force_takeover=args.force_takeover)
+    except (StorageError, TrackingError, InceptionWeightsError, RayAddressError, LeaseHeld) as err:  # raised before any training: storage or W&B unusable
         return die(str(err))
     except ConfigError as err:  # data.path in a bucket, checked before any training
         return die(f"config: {err}")

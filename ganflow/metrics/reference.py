@@ -199,7 +199,7 @@ def real_images(cfg, storage, limit: int):
     """(count, take(rows) -> images in [-1, 1]): a fixed subset of at most `limit` real images,
     read by rows so each worker loads only its share (s3:// folders object by object)."""
     from ganflow.data import build_dataset
-    from ganflow.data.images import _list_images, square_resize
+    from ganflow.data.images import _list_images, decode_image
     from ganflow.store import S3Options
     from ganflow.store.s3 import S3Store
 
@@ -210,8 +210,6 @@ def real_images(cfg, storage, limit: int):
     if not data.streamed:  # in memory, or a prepared set read image by image
         pick = subset(len(data))
         return len(pick), lambda rows: data.take(pick[rows])
-    from PIL import Image
-
     storage = storage or S3Options()
     keys = _list_images(cfg.data.path, storage)  # the one listing of a streamed folder
     pick = subset(len(keys))
@@ -221,8 +219,7 @@ def real_images(cfg, storage, limit: int):
     def take(rows):
         arrays = []
         for i in pick[rows].tolist():
-            with Image.open(io.BytesIO(store.get_bytes(keys[i]))) as im:
-                arrays.append(square_resize(im, cfg.data.resolution, channels))
+            arrays.append(decode_image(store.get_bytes(keys[i]), store.uri(keys[i]), cfg.data.resolution, channels))
         return torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
 
     return len(pick), take

@@ -17,6 +17,8 @@ from ganflow.ray.cluster import preflight, ray_session
 from ganflow.ray.stream import ray_dataset
 from ganflow.ray.signals import SigtermStop
 from ganflow.ray.worker import LoopConfig, train_loop_per_worker
+from ganflow.run.layout import RunLayout
+from ganflow.run.lease import Lease, LeaseLost
 from ganflow.run.run import Run
 from ganflow.store import StorageError, is_s3
 from ganflow.tracking.settings import prepare as prepare_tracking
@@ -25,11 +27,12 @@ log = logging.getLogger("ganflow.train")
 
 
 def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = None, callbacks=None,
-        fork_from: Optional[str] = None, stop: Optional[SigtermStop] = None) -> Run:
+        fork_from: Optional[str] = None, stop: Optional[SigtermStop] = None, force_takeover: bool = False) -> Run:
     """Train `cfg` (a fresh run, or the run at `resume` continued to cfg.train.steps); returns the run.
     `fork_from` (a checkpoint URI of another run): the fresh run starts from a copy of it, at its
     step, with cfg's learning rates (a PBT exploit). `cfg` is a checked job (ganflow.job.load_job).
-    `stop` (the CLI's): a SIGTERM marks the run stopped and raises KeyboardInterrupt.
+    `stop` (the CLI's): a SIGTERM marks the run stopped and raises KeyboardInterrupt. The run's
+    lease is held throughout (LeaseHeld when another writer holds it; `force_takeover` takes it).
 
     Storage is checked before Ray starts: the resolved config is the first write, so a wrong
     endpoint, a missing bucket or missing credentials fail here (StorageError) with nothing written;
@@ -39,9 +42,9 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     # images in a bucket are listed here (streamed by Ray Data, split across the workers by Ray Train)
     opened = data.build_dataset(cfg.data, cfg.train.seed, options) if is_s3(cfg.data.path or "") else None
     streamed = opened if opened is not None and opened.streamed else None
-    run, wandb_settings = _open_run(cfg, resume, fork_from, options)
+    run, wandb_settings, lease = _open_run(cfg, resume, fork_from, options, force_takeover)
     mark("preflight")
-    with ray_session(address, "train", stop):
+    with lease, ray_session(address, "train", stop):
         mark("ray")
         trainer = _trainer(cfg, run, LoopConfig(
             job=cfg, run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
@@ -54,6 +57,8 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
                 trainer.fit()
                 mark("fit_returned")
         except BaseException as err:
+            if lease.lost:  # the run is another writer's now: leave its status alone
+                raise LeaseLost(f"run {run.uri}: another writer took it over (--force-takeover); this one stopped") from None
             try:
                 run.write_status("stopped" if isinstance(err, KeyboardInterrupt) else "failed")
             except StorageError as err:  # storage may be why it failed; keep the original error
@@ -63,14 +68,18 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     return run
 
 
-def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], options):
-    """(run, W&B settings): the run opened or created, W&B checked before the first write (a broken
-    W&B leaves nothing behind), the config written first, a PBT fork's checkpoint adopted."""
+def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], options, force_takeover: bool = False):
+    """(run, W&B settings, lease): the run opened or created, W&B checked and the run's lease taken
+    before the first write (a broken W&B or a run still being written leaves nothing changed), what
+    an interrupted writer left removed, the config written, a PBT fork's checkpoint adopted."""
     run = Run.open(resume, options) if resume else Run.create(cfg.storage.uri, cfg.name, options)
     if resume:
         _check_resumable(cfg, run)
     wandb_settings = prepare_tracking(cfg)
     run.store.check()
+    lease = Lease.take(run.store, run.uri, force=force_takeover)
+    for name in run.store.remove_leftovers(RunLayout.CHECKPOINTS):
+        log.warning("removed %s, left half-written by an earlier writer", name)
     if wandb_settings.mode == "offline":
         print(f"[ganflow] W&B offline: {wandb_settings.dir}/wandb/offline-run-*-{run.id} "
               "(upload with `wandb sync`)", file=sys.stderr)
@@ -79,7 +88,7 @@ def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], o
     if fork_from and not resume:
         copied = run.adopt_checkpoint(fork_from)
         print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
-    return run, wandb_settings
+    return run, wandb_settings, lease
 
 
 SHAPE_FIELDS = ("resolution", "channels", "classes")  # the data section's part of the networks' shapes

@@ -1,7 +1,7 @@
 """RunLayout: the one owner of where everything of a run lives (a contract: see README).
 
     <storage.uri>/<experiment>/<run_id>/
-      config.yaml, metrics.jsonl, status.json
+      config.yaml, metrics.jsonl, status.json, lease.json
       samples/step_<8 digits>.png
       checkpoints/step_<8 digits>/{manifest.json, *.safetensors}
 
@@ -28,6 +28,7 @@ class RunLayout:
     CONFIG = "config.yaml"
     METRICS = "metrics.jsonl"
     STATUS = "status.json"
+    LEASE = "lease.json"  # who writes the run now (run/lease.py)
     SAMPLES = "samples"
     CHECKPOINTS = "checkpoints"
     MANIFEST = "manifest.json"  # inside a checkpoint: written last, so a checkpoint without one is incomplete

@@ -97,6 +97,18 @@ class Store:
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def get_versioned(self, key: str) -> Tuple[Optional[bytes], Optional[str]]:
+        """(data, version) of `key`, or (None, None) when there is none: the version is what
+        `put_if` compares against (a bucket's ETag; a file's content digest)."""
+        raise NotImplementedError
+
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> Optional[str]:
+        """Write `key` only if its version is still `version` (None: only if there is no `key`);
+        the new version, or None when another writer got there first. Exact on a local disk (a lock
+        around the compare and the write); on a bucket it is the server's conditional write
+        (If-None-Match / If-Match), which AWS S3, MinIO and moto honour."""
+        raise NotImplementedError
+
     def list(self, prefix: str = "") -> List[str]:
         """Every key below `prefix` (recursively), sorted."""
         raise NotImplementedError
@@ -107,6 +119,12 @@ class Store:
 
     def delete_prefix(self, prefix: str) -> None:
         raise NotImplementedError
+
+    def remove_leftovers(self, prefix: str = "") -> List[str]:
+        """What an interrupted writer left under `prefix` (a directory's partial folders and temporary
+        files; a bucket has none: its objects appear whole), removed; their names. Call it holding
+        the run's lease only."""
+        return []
 
     def append_bytes(self, key: str, data: bytes) -> None:
         """Add `data` at the end of object `key` (created if missing)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ganflow.store.atomic import TEMP_MARK, copy_atomic, replace_atomically, write_atomic
 from ganflow.store.base import NotFound, StorageError, Store
@@ -31,6 +32,25 @@ class LocalStore(Store):
             return self._p(key).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no such file {self.uri(key)}") from None
+
+    def get_versioned(self, key: str) -> Tuple[Optional[bytes], Optional[str]]:
+        try:
+            data = self._p(key).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()[:32]
+
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> Optional[str]:
+        import fcntl
+
+        path = self._p(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process dies
+            if self.get_versioned(key)[1] != version:
+                return None
+            write_atomic(path, data)
+        return hashlib.sha256(data).hexdigest()[:32]
 
     def put_file(self, key: str, path: Path) -> None:
         copy_atomic(path, self._p(key))
@@ -60,6 +80,13 @@ class LocalStore(Store):
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._p(prefix), ignore_errors=True)
+
+    def remove_leftovers(self, prefix: str = "") -> List[str]:
+        root = self._p(prefix)
+        found = [p for p in root.rglob(".*") if ".partial-" in p.name or TEMP_MARK in p.name] if root.is_dir() else []
+        for p in found:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        return [str(p.relative_to(self.path)) for p in found]
 
     cheap_appends = True
 

@@ -80,6 +80,27 @@ class S3Store(Store):
         except Exception as err:
             raise self._explain(err, key) from None
 
+    def get_versioned(self, key: str) -> Tuple[Optional[bytes], Optional[str]]:
+        try:
+            got = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            return got["Body"].read(), got["ETag"]
+        except Exception as err:
+            e = self._explain(err, key)
+            if isinstance(e, NotFound):
+                return None, None
+            raise e from None
+
+    def put_if(self, key: str, data: bytes, version: Optional[str]) -> Optional[str]:
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **condition)["ETag"]
+        except Exception as err:
+            response = getattr(err, "response", None) or {}
+            code = response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"):
+                return None  # changed (or gone) since `version` was read
+            raise self._explain(err, key) from None
+
     def put_file(self, key: str, path: Path) -> None:
         try:
             self.client.upload_file(str(path), self.bucket, self._k(key), Config=self.transfer)

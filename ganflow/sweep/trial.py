@@ -73,7 +73,7 @@ def run_trial(config: Dict[str, Any], sweep: Dict[str, Any]) -> None:
 
     def fit() -> None:
         try:
-            ended["run"] = driver.run(cfg, resume=resume, fork_from=fork,
+            ended["run"] = driver.run(cfg, resume=resume, fork_from=fork, force_takeover=True,  # Tune runs one of each trial
                                      callbacks=[_eval_relay(reports, sweep["eval_key"])])
         except BaseException as err:  # raised again in the trial's own thread, where Tune sees it
             ended["error"] = err
