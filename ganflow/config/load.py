@@ -92,6 +92,8 @@ def _check_values(cfg: JobConfig) -> None:
             fail(key, f"must be a finite number, got {value}")
         if isinstance(value, str) and value[:3].lower() == "s3:" and not value.startswith("s3://"):
             fail(key, f"{value!r} is not an S3 URI; write s3://bucket/prefix")
+        if isinstance(value, str) and not key.startswith(FREE_TEXT) and max(map(len, value.split("/"))) > 255:
+            fail(key, "a name or path part longer than 255 characters (no file system holds one)")
     if not 0 <= cfg.train.seed < 2**63:
         fail("train.seed", f"must be in [0, 2**63), got {cfg.train.seed}")
 
@@ -290,13 +292,19 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
             found = secret_key_message(item.split("=", 1)[0])
             if found:
                 raise ConfigError(found)
-        for item in overrides or []:
+        merged = OmegaConf.merge(*layers)
+        for item in overrides or []:  # one at a time: a failure names its key
+            key = item.split("=", 1)[0]
             try:
-                layers.append(OmegaConf.from_dotlist([item]))
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
             except yaml.YAMLError as err:
-                raise ConfigError(f"{item.split('=', 1)[0]}: the value is not valid YAML ({_yaml_problem(err)}); "
+                raise ConfigError(f"{key}: the value is not valid YAML ({_yaml_problem(err)}); "
                                   "quote it, e.g. key='[a, b]'") from None
-        cfg = OmegaConf.to_object(_free_text_from_environment_redacted(OmegaConf.merge(*layers)))
+            except (TypeError, ValueError):  # OmegaConf's own, for a list given to a mapping and the like
+                raise ConfigError(f"{key}: {item.split('=', 1)[1]!r} is not the kind of value this key holds "
+                                  "(a list for a mapping, or the reverse); see README's config reference") from None
+        cfg = OmegaConf.to_object(_free_text_from_environment_redacted(merged))
+        OmegaConf.structured(cfg)  # element types of lists (to_object leaves `tags: [[1]]` unchecked)
     except OmegaConfBaseException as err:
         raise _explain(err) from None
     return check_fields(cfg)
