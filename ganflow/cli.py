@@ -8,7 +8,9 @@ Exit codes: 0 success, 2 bad input (config, arguments, missing run), 1 training 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -254,19 +256,31 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit: one line, not a traceback
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     mark("cli")
     args = parse(argv)
     module, _, function = args.verb.partition(":")
     verb = getattr(importlib.import_module(f"ganflow.commands.{module}"), function)
     mark("imports")
-    if args.command in ("train", "sweep"):  # a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly
-        from ganflow.ray.signals import SigtermStop
+    try:
+        if args.command in ("train", "sweep"):  # a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly
+            from ganflow.ray.signals import SigtermStop
 
-        stop = SigtermStop()
-        stop.install()
-        return verb(args, stop=stop)
-    return verb(args)
+            stop = SigtermStop()
+            stop.install()
+            return verb(args, stop=stop)
+        return verb(args)
+    except OSError as err:
+        if err.errno not in FULL:
+            raise
+        from ganflow.commands.exits import EXIT_FAILURE, die
+
+        why = {errno.EFBIG: "file too large (the file size limit: ulimit -f)"}.get(err.errno, os.strerror(err.errno).lower())
+        where = f" writing {err.filename}" if err.filename else ""
+        return die(f"{why}{where}; make room and run it again (nothing half-written was kept)", EXIT_FAILURE)
 
 
 if __name__ == "__main__":

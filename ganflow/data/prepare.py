@@ -192,8 +192,10 @@ class ShardWriter:
         array = np.stack(images) if images else np.zeros((0, s.channels, s.resolution, s.resolution), np.uint8)
 
         def fill(path: Path) -> tuple:
-            with open(path, "wb") as f:
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+            data = np.ascontiguousarray(array)
+            with open(path, "wb") as f:  # np.save's tofile reports a full disk without its errno
+                np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(data))
+                f.write(memoryview(data).cast("B"))
             return path.stat().st_size, file_sha256(path)
 
         size, digest = self.out.write_with(shard_name(index), fill)
