@@ -57,7 +57,7 @@ def storage(tmp_path_factory):
     return tmp_path_factory.mktemp("never-written")
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(job=st.sampled_from(["quickstart.yaml", "ring.yaml"]), overrides=st.lists(override, min_size=1, max_size=3))
 def test_any_hostile_override_starts_a_run_or_is_one_line_exit_2_with_nothing_written(job, overrides, storage):
