@@ -68,21 +68,10 @@ def start_local_ray(**options: Any) -> None:
     import ray
 
     run_local_workers_at_normal_priority()
-    ray.init(**{"address": "local", "include_dashboard": True, "dashboard_port": _free_dashboard_port(),
-                "logging_level": logging.WARNING, "configure_logging": True, "runtime_env": runtime_env(), **options})
-
-
-def _free_dashboard_port(preferred: int = 8265) -> int:
-    import socket
-
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))  # free on every address, not only loopback
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    return preferred
+    # No dashboard_port: Ray's dashboard then binds 8265 or the next free port itself. A port chosen
+    # here and handed to Ray could be taken by another ganflow starting at the same moment.
+    ray.init(**{"address": "local", "include_dashboard": True, "logging_level": logging.WARNING,
+                "configure_logging": True, "runtime_env": runtime_env(), **options})
 
 
 def check_fits_local_ray(scaling: ScalingConfig, address: Optional[str] = None) -> None:
