@@ -17,7 +17,6 @@ from ganflow.ray.cluster import preflight, ray_session
 from ganflow.ray.stream import ray_dataset
 from ganflow.ray.signals import SigtermStop
 from ganflow.ray.worker import LoopConfig, train_loop_per_worker
-from ganflow.run.layout import RunLayout
 from ganflow.run.lease import Lease, LeaseLost
 from ganflow.run.run import Run
 from ganflow.store import StorageError, is_s3
@@ -78,7 +77,7 @@ def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], o
     wandb_settings = prepare_tracking(cfg)
     run.store.check()
     lease = Lease.take(run.store, run.uri, force=force_takeover)
-    for name in run.store.remove_leftovers(RunLayout.CHECKPOINTS):
+    for name in run.remove_leftovers():
         log.warning("removed %s, left half-written by an earlier writer", name)
     if wandb_settings.mode == "offline":
         print(f"[ganflow] W&B offline: {wandb_settings.dir}/wandb/offline-run-*-{run.id} "

@@ -173,10 +173,29 @@ def fetch(store: Store, key: str, cache_dir: Path) -> Path:
         raise CheckpointError(f"{err}: missing file listed in the manifest") from None
 
 
+def _step_folders(store: Store, run_key: str) -> Dict[str, bool]:
+    """Each checkpoint folder of a run -> whether its manifest is there (one listing)."""
+    prefix = join(run_key, RunLayout.CHECKPOINTS)
+    found: Dict[str, bool] = {}
+    for key in store.list(prefix):
+        name, _, rest = key[len(prefix):].lstrip("/").partition("/")
+        if RunLayout.is_checkpoint_name(name):
+            found[name] = found.get(name, False) or rest == MANIFEST
+    return found
+
+
 def list_checkpoints_in(store: Store, run_key: str) -> List[str]:
-    """Checkpoint keys of a run in `store`, newest step first (complete or not)."""
-    names = [n for n in store.list_dirs(join(run_key, RunLayout.CHECKPOINTS)) if RunLayout.is_checkpoint_name(n)]
+    """Checkpoint keys of a run in `store`, newest step first: complete ones only (a folder without
+    its manifest is an upload that was cut short: not a checkpoint, and not worth a warning)."""
+    names = [n for n, complete in _step_folders(store, run_key).items() if complete]
     return [join(run_key, RunLayout.CHECKPOINTS, n) for n in sorted(names, reverse=True)]
+
+
+def incomplete_checkpoints_in(store: Store, run_key: str) -> List[str]:
+    """Checkpoint folders without a manifest (a writer stopped inside the upload), for the run's
+    next writer to remove."""
+    return [join(run_key, RunLayout.CHECKPOINTS, n) for n, complete in sorted(_step_folders(store, run_key).items())
+            if not complete]
 
 
 def load_latest_from(store: Store, run_key: str, cache_dir: Path, prefer: Optional[str] = None):

@@ -157,8 +157,18 @@ class Run:
             return self.publish_checkpoint(fetched, RunLayout.step_of(key))  # copies
 
     def checkpoints(self) -> List[str]:
-        """Checkpoint keys, newest first (complete or not)."""
+        """Complete checkpoint keys, newest first."""
         return ckpt.list_checkpoints_in(self.store, "")
+
+    def remove_leftovers(self) -> List[str]:
+        """What a writer that was stopped or killed left half-written (partial folders, temporary
+        files, checkpoint uploads without their manifest), removed; their names. Only for the
+        holder of the run's lease."""
+        removed = self.store.remove_leftovers(RunLayout.CHECKPOINTS)
+        for key in ckpt.incomplete_checkpoints_in(self.store, ""):
+            self.store.delete_prefix(key)
+            removed.append(key)
+        return removed
 
     def load_latest_checkpoint(self, prefer: Optional[str] = None) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
         """(uri, state, manifest) of checkpoint key `prefer` if intact, else of the newest intact one."""
