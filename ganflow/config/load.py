@@ -292,22 +292,30 @@ def load(path: Optional[str | Path] = None, overrides: Optional[List[str]] = Non
             found = secret_key_message(item.split("=", 1)[0])
             if found:
                 raise ConfigError(found)
-        merged = OmegaConf.merge(*layers)
-        for item in overrides or []:  # one at a time: a failure names its key
-            key = item.split("=", 1)[0]
-            try:
-                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{key}: the value is not valid YAML ({_yaml_problem(err)}); "
-                                  "quote it, e.g. key='[a, b]'") from None
-            except (TypeError, ValueError):  # OmegaConf's own, for a list given to a mapping and the like
-                raise ConfigError(f"{key}: {item.split('=', 1)[1]!r} is not the kind of value this key holds "
-                                  "(a list for a mapping, or the reverse); see README's config reference") from None
+        try:  # all at once (each merge deep-copies the whole config); one at a time to name a bad one
+            merged = OmegaConf.merge(*layers, *([OmegaConf.from_dotlist(list(overrides))] if overrides else []))
+        except (yaml.YAMLError, TypeError, ValueError):
+            merged = OmegaConf.merge(*layers)
+            for item in overrides or []:
+                merged = _merge_one(merged, item)
         cfg = OmegaConf.to_object(_free_text_from_environment_redacted(merged))
         OmegaConf.structured(cfg)  # element types of lists (to_object leaves `tags: [[1]]` unchecked)
     except OmegaConfBaseException as err:
         raise _explain(err) from None
     return check_fields(cfg)
+
+
+def _merge_one(merged: DictConfig, item: str) -> DictConfig:
+    key = item.split("=", 1)[0]
+    try:
+        return OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: the value is not valid YAML ({_yaml_problem(err)}); quote it, e.g. key='[a, b]'") from None
+    except OmegaConfBaseException:
+        raise
+    except (TypeError, ValueError):  # OmegaConf's own, for a list given to a mapping and the like
+        raise ConfigError(f"{key}: {item.split('=', 1)[1]!r} is not the kind of value this key holds "
+                          "(a list for a mapping, or the reverse); see README's config reference") from None
 
 
 FREE_TEXT = ("tracking.wandb.notes", "tracking.wandb.tags")  # fields no check constrains: anything can hide in them
