@@ -105,7 +105,11 @@ def ray_session(address: Optional[str], verb: str, stop=None) -> Iterator[None]:
     the process's SIGTERM handler with its own."""
     import ray
 
-    started = ensure_ray(address, verb)
+    try:
+        started = ensure_ray(address, verb)
+    except BaseException:  # stopped or failed half-way up (a SIGTERM inside ray.init): what started goes down
+        ray.shutdown()
+        raise
     if stop is not None:
         stop.install()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import signal
 import sys
 import time
 from typing import Optional
@@ -43,27 +44,31 @@ def run(cfg: JobConfig, address: Optional[str] = None, resume: Optional[str] = N
     streamed = opened if opened is not None and opened.streamed else None
     run, wandb_settings, lease = _open_run(cfg, resume, fork_from, options, force_takeover)
     mark("preflight")
-    with lease, ray_session(address, "train", stop):
-        mark("ray")
-        trainer = _trainer(cfg, run, LoopConfig(
-            job=cfg, run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
-            streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None),
-            {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None, callbacks)
-        fit_started = time.perf_counter()
+    with lease:
         try:
-            with stop.watching(run) if stop is not None else contextlib.nullcontext():
+            with stop.watching(run) if stop is not None else contextlib.nullcontext(), ray_session(address, "train", stop):
+                mark("ray")
+                trainer = _trainer(cfg, run, LoopConfig(
+                    job=cfg, run_uri=run.uri, wandb=wandb_settings.to_dict(), progress_bar=sys.stderr.isatty(),
+                    streamed={"size": len(streamed), "classes": streamed.classes} if streamed else None),
+                    {"train": ray_dataset(cfg.data, options, streamed.classes or [])} if streamed else None, callbacks)
+                fit_started = time.perf_counter()
                 mark("fit")
                 trainer.fit()
                 mark("fit_returned")
         except BaseException as err:
             if lease.lost:  # the run is another writer's now: leave its status alone
                 raise LeaseLost(f"run {run.uri}: another writer took it over (--force-takeover); this one stopped") from None
+            # a SIGTERM inside ray.init meets Ray's own handler, sys.exit(15): a stop all the same
+            stopped = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and err.code == signal.SIGTERM)
             try:
-                run.write_status("stopped" if isinstance(err, KeyboardInterrupt) else "failed")
+                run.write_status("stopped" if stopped else "failed")
             except StorageError as err:  # storage may be why it failed; keep the original error
                 log.warning("could not mark %s failed: %s", run.uri, err)
+            if stopped and not isinstance(err, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
             raise
-    run.write_status("completed", step=cfg.train.steps, fit_seconds=round(time.perf_counter() - fit_started, 1))
+        run.write_status("completed", step=cfg.train.steps, fit_seconds=round(time.perf_counter() - fit_started, 1))
     return run
 
 
