@@ -171,12 +171,13 @@ class S3Store(Store):
         return self.uri(key)
 
     def fetch_dir(self, key: str, names: Sequence[str], cache_dir: Path) -> Path:
+        names = [contained(name, f"{self.uri(key)}: file name") for name in names]  # a manifest's: data from the bucket
         target = Path(cache_dir) / (key.replace("/", "_") or "root")
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for name in names:  # a manifest's names: data from the bucket
-            self.get_file(join(key, contained(name, f"{self.uri(key)}: file name")), target / name)
+        for name in names:
+            self.get_file(join(key, name), target / name)
         return target
 
     def ray_path(self, key: str = "") -> Tuple[str, Any]:

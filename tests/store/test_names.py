@@ -66,3 +66,43 @@ def test_a_local_manifest_cannot_point_outside_its_checkpoint_and_synth_refuses_
 def test_a_job_name_is_a_folder_name_and_nothing_else(name):
     with pytest.raises(ConfigError, match="name: "):
         load_job(JOBS / "ring.yaml", [f"name='{name}'"])
+
+
+# Every place ganflow joins a name it did not make to a folder or a key, and the source of that
+# name. Found by `grep -rn "contained(\|part(\|hex_digest(" ganflow`; a new join of a name read
+# from a bucket, a run, an archive or a checkpoint goes through ganflow.store.names and here.
+JOIN_SITES = {
+    "ganflow/store/s3.py": "a bucket checkpoint manifest's file names (fetch_dir)",
+    "ganflow/run/checkpoint.py": "a checkpoint manifest's file names (fetch, local and bucket)",
+    "ganflow/commands/synth.py": "a checkpoint's class names, made into folders under --out",
+    "ganflow/data/prepare.py": "class folders of an archive, a folder or a bucket",
+    "ganflow/data/prepared.py": "a prepared set's shard digests, made into cache file names",
+}
+
+
+def test_every_join_of_an_untrusted_name_is_in_the_inventory_and_refuses_hostile_names(s3, tmp_path):
+    import ast
+    from pathlib import Path
+
+    from ganflow.data.prepare import PrepareError, _apply_labels
+    from ganflow.store import S3Options
+    from ganflow.store.s3 import S3Store
+
+    root = Path(__file__).resolve().parents[2]
+    calls = set()
+    for path in (root / "ganflow").rglob("*.py"):
+        if path.name == "names.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("contained", "part", "hex_digest"):
+                calls.add(path.relative_to(root).as_posix())
+    assert calls == set(JOIN_SITES), "a join site was added or removed: exercise it here"
+    endpoint, bucket = s3
+    store = S3Store(f"s3://{bucket}/run", S3Options(endpoint_url=endpoint))
+    for name in HOSTILE:
+        with pytest.raises(UnsafeName):
+            store.fetch_dir("checkpoints/step_00000001", [name], tmp_path / "cache")
+        if "/" not in name and "\\" not in name:  # a top folder name of an archive member
+            with pytest.raises((UnsafeName, PrepareError)):
+                _apply_labels("set.zip", "zip", [f"{name}/0.png", "ok/1.png"], "auto", None)
+    assert not (tmp_path / "cache").exists(), "refused before anything is made"
