@@ -234,8 +234,19 @@ def _import(sub) -> None:
 VERBS = (_train, _sample, _import, _interpolate, _synth, _score, _export, _eval, _dashboard, _sweep, _submit, _jobs, _data, _runs)
 
 
+class _Version(argparse.Action):
+    """--version, its number read only when asked for (package metadata costs start-up time)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import ganflow
+
+        print(f"ganflow {ganflow.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.")
+    p.add_argument("--version", action=_Version, nargs=0, help="print ganflow's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     for add in VERBS:  # each adds its sub-command's parser, with set_defaults(verb="module:function")
         add(sub)

@@ -71,3 +71,22 @@ def test_help_and_a_bad_job_file_answer_without_importing_torch_ray_or_wandb(tmp
     assert proc.stderr.strip().splitlines()[-1] == "[]", proc.stderr
     if argv[0] == "train" and argv[-1] != "--help":
         assert proc.stderr.startswith("ganflow: error: config: ")
+
+
+def test_the_version_is_the_installed_packages_and_python_dash_m_ganflow_is_the_command(tmp_path):
+    """Issue 31's conventions: `ganflow --version`, `ganflow.__version__` from the package metadata,
+    `python -m ganflow`; a location that does not exist is an error, not an empty list."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    import ganflow
+
+    assert ganflow.__version__ == version("ganflow")
+    proc = subprocess.run([sys.executable, "-m", "ganflow", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ganflow {version('ganflow')}"
+    missing = cli_here("runs", "list", str(tmp_path / "typo"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"ganflow: error: {tmp_path / 'typo'}: no such directory; give a storage.uri " \
+                                     "(a directory or s3://bucket/prefix)"
+    assert cli_here("runs", "list", str(tmp_path)).returncode == 0  # there, and empty

@@ -16,7 +16,7 @@ from ganflow.present.pictures import curves_png
 from ganflow.metrics.scoring import EvalError, default_metrics, ranking
 from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run, list_runs, summarize
-from ganflow.store import NotFound, StorageError
+from ganflow.store import NotFound, StorageError, is_s3
 from ganflow.store.atomic import write_atomic
 
 
@@ -59,6 +59,8 @@ def _table(rows: List[tuple]) -> None:
 def main(args) -> int:
     if args.runs_command == "show":
         return show(args)
+    if not is_s3(args.location) and not Path(args.location).expanduser().is_dir():  # a typo is not an empty location
+        return die(f"{args.location}: no such directory; give a storage.uri (a directory or s3://bucket/prefix)")
     try:
         runs = list_runs(args.location)
         for r in runs:
