@@ -218,7 +218,9 @@ def _runs(sub) -> None:
                                       "and its curves as a PNG")
     rs.add_argument("run", help="the run location: a directory or an s3:// URI")
     rs.add_argument("--plot", help="where to write the PNG of the loss, throughput and evaluation curves "
-                                   "(default: <run_id>-curves.png here)")
+                                   "(default: <run_id>-curves.png here; with --json only when given)")
+    rs.add_argument("--json", action="store_true", help="one JSON object: status, step, job, latest and best values, "
+                                                        "newest checkpoint")
     rs.set_defaults(verb="runs:main")
 
 

@@ -97,17 +97,19 @@ def show(args) -> int:
         return die(str(err))
     records = s["records"]
     best = best_eval(cfg, records)
-    print(f"run        {s['run']}")
-    print(f"status     {s['status']} at step {s['step']}/{cfg.train.steps} (heartbeat {_ago(s['heartbeat'])})")
-    print(f"job        {cfg.name}: {cfg.model.name} on {cfg.data.name}"
-          f"{f' {cfg.data.resolution}px' if cfg.data.name not in ('ring', 'grid') else ''}, loss {cfg.loss.name}, "
-          f"batch {cfg.train.batch_size} on {'-'.join(map(str, sorted({cfg.scaling.min_workers, cfg.scaling.max_workers})))} worker(s), lr G {cfg.optim.g.lr:g} D {cfg.optim.d.lr:g}, "
-          f"seed {cfg.train.seed}")
-    latest = ", ".join(f"{k} {v:.4g}" for k, v in s["metrics"].items() if isinstance(v, (int, float)))
-    print(f"latest     {latest or '-'}")
-    print(f"best       {f'{best[0]} {best[1]:.6g} at step {best[2]}' if best else '- (no evaluation yet)'}")
     checkpoint = run.checkpoints()[0] if s["checkpoint_step"] is not None else None
-    print(f"checkpoint {run.store.uri(checkpoint) if checkpoint else '-'}")
+    if args.json:
+        print(json.dumps({
+            "run": s["run"], "status": s["status"], "step": s["step"], "steps": cfg.train.steps, "heartbeat": s["heartbeat"],
+            "job": {"name": cfg.name, "model": cfg.model.name, "data": cfg.data.name, "loss": cfg.loss.name,
+                    "batch_size": cfg.train.batch_size, "seed": cfg.train.seed},
+            "latest": {k: v for k, v in s["metrics"].items() if isinstance(v, (int, float))},
+            "best": {"name": best[0], "value": best[1], "step": best[2]} if best else None,
+            "checkpoint": run.store.uri(checkpoint) if checkpoint else None}))
+        if not args.plot:
+            return 0
+    else:
+        _describe(s, cfg, best, run.store.uri(checkpoint) if checkpoint else None)
     plot = Path(args.plot or f"{run.id}-curves.png")
     steps = [r["step"] for r in records]
 
@@ -121,5 +123,18 @@ def show(args) -> int:
         "throughput (images/s)": {"all workers": series("throughput/imgs_per_s")},
         "evaluation": {k: series(k) for k in evals[:4]},
     }))
-    print(f"curves     {plot}")
+    print(f"curves     {plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _describe(s: Dict[str, Any], cfg: JobConfig, best, checkpoint: Optional[str]) -> None:
+    print(f"run        {s['run']}")
+    print(f"status     {s['status']} at step {s['step']}/{cfg.train.steps} (heartbeat {_ago(s['heartbeat'])})")
+    print(f"job        {cfg.name}: {cfg.model.name} on {cfg.data.name}"
+          f"{f' {cfg.data.resolution}px' if cfg.data.name not in ('ring', 'grid') else ''}, loss {cfg.loss.name}, "
+          f"batch {cfg.train.batch_size} on {'-'.join(map(str, sorted({cfg.scaling.min_workers, cfg.scaling.max_workers})))} worker(s), lr G {cfg.optim.g.lr:g} D {cfg.optim.d.lr:g}, "
+          f"seed {cfg.train.seed}")
+    latest = ", ".join(f"{k} {v:.4g}" for k, v in s["metrics"].items() if isinstance(v, (int, float)))
+    print(f"latest     {latest or '-'}")
+    print(f"best       {f'{best[0]} {best[1]:.6g} at step {best[2]}' if best else '- (no evaluation yet)'}")
+    print(f"checkpoint {checkpoint or '-'}")

@@ -46,6 +46,10 @@ def test_runs_list_and_show_give_the_best_evaluation_by_the_runs_own_ranking(tmp
     assert "status     completed at step 4/4" in out and "cdcgan on digits 16px" in out
     assert "best       fid 12.5 at step 4" in out and f"{run}/checkpoints/step_00000004" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 2000
+    shown = json.loads(cli_here("runs", "show", str(run), "--json", check=True).stdout)  # issue 31: --json
+    assert shown["status"] == "completed" and shown["step"] == shown["steps"] == 4
+    assert shown["best"] == {"name": "fid", "value": 12.5, "step": 4} and shown["job"]["model"] == "cdcgan"
+    assert shown["checkpoint"] == f"{run}/checkpoints/step_00000004"
 
 
 def test_runs_show_of_a_folder_that_is_not_a_run_is_one_line(tmp_path):
