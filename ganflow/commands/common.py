@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ganflow.api import resolve_location  # noqa: F401  (the verbs import it from here)
 from ganflow.commands.exits import EXIT_FAILURE, EXIT_USAGE, die  # noqa: F401  (the verbs import them from here)
 from ganflow.core.sampling import SampleError
 from ganflow.ray.cluster import RayAddressError
@@ -12,18 +13,11 @@ from ganflow.run.checkpoint import CheckpointError
 from ganflow.run.generator import LoadedGenerator
 from ganflow.run.generator import load_generator as _load_generator
 from ganflow.store import StorageError
-from ganflow.tracking.artifacts import WANDB_SCHEME, resolve_artifact
 from ganflow.tracking.settings import TrackingError
 
 # What opening a trained run can raise with a message meant for the user: a bad location or
 # checkpoint, storage, a `wandb:` name, a generator the command cannot use, a cluster address of the wrong form.
 RUN_ERRORS = (CheckpointError, SampleError, StorageError, TrackingError, RayAddressError)
-
-
-def resolve_location(run_or_checkpoint: str | Path) -> str:
-    """A run or checkpoint location; `wandb:project/name:alias` names one through the artifact ganflow logged."""
-    text = str(run_or_checkpoint)
-    return resolve_artifact(text) if text.startswith(WANDB_SCHEME) else text
 
 
 def load_generator(run_or_checkpoint: str | Path, with_discriminator: bool = False) -> LoadedGenerator:

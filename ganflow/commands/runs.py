@@ -6,41 +6,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from omegaconf import OmegaConf
-
+from ganflow.api import best_evaluation, run_config
 from ganflow.commands.common import die
-from ganflow.config import JobConfig, from_dict
+from ganflow.config import JobConfig
 from ganflow.present.pictures import curves_png
-from ganflow.metrics.scoring import EvalError, default_metrics, ranking
 from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run, list_runs, summarize
-from ganflow.store import NotFound, StorageError, is_s3
+from ganflow.store import StorageError, is_s3
 from ganflow.store.atomic import write_atomic
-
-
-def _config(run: Run) -> Optional[JobConfig]:
-    try:
-        return from_dict(OmegaConf.to_container(OmegaConf.create(run.read_config())))
-    except (NotFound, ValueError):
-        return None
-
-
-def best_eval(cfg: Optional[JobConfig], records: List[Dict[str, Any]]) -> Optional[Tuple[str, float, int]]:
-    """(value name, best value, its step) by the run's own ranking metric (eval.best, else the first
-    metric's headline), or None when the run has not evaluated."""
-    if cfg is None:
-        return None
-    try:
-        key, mode = ranking(cfg.eval.metrics or default_metrics(cfg), cfg.eval.best)
-    except (EvalError, IndexError, KeyError):
-        return None
-    scored = [(r[f"eval/{key}"], r["step"]) for r in records if f"eval/{key}" in r]
-    if not scored:
-        return None
-    value, step = (min if mode == "min" else max)(scored, key=lambda vs: vs[0])
-    return key, value, step
 
 
 def _ago(t: Optional[float]) -> str:
@@ -64,7 +39,7 @@ def main(args) -> int:
     try:
         runs = list_runs(args.location)
         for r in runs:
-            best = best_eval(_config(Run.open(r["run"])), r.pop("records"))
+            best = best_evaluation(run_config(Run.open(r["run"])), r.pop("records"))
             r["best"] = {"name": best[0], "value": best[1], "step": best[2]} if best else None
     except StorageError as err:
         return die(str(err))
@@ -89,14 +64,14 @@ def show(args) -> int:
     """Status, config summary, latest and best values, newest checkpoint; the curves as a PNG."""
     try:
         run = Run.open(args.run)
-        cfg = _config(run)
+        cfg = run_config(run)
         if cfg is None:
             return die(f"runs show: {args.run} is not a run (no {RunLayout.CONFIG} there)")
         s = summarize(run)
     except StorageError as err:
         return die(str(err))
     records = s["records"]
-    best = best_eval(cfg, records)
+    best = best_evaluation(cfg, records)
     checkpoint = run.checkpoints()[0] if s["checkpoint_step"] is not None else None
     if args.json:
         print(json.dumps({

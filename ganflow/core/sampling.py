@@ -4,7 +4,7 @@ the batch), and spherical latent interpolations. Every generator has `nz` and `n
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -18,9 +18,10 @@ class SampleError(ValueError):
 
 
 @torch.no_grad()
-def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] = None, batch: int = 512,
-             rows: slice = slice(None), truncation: Optional[float] = None, noise: str = "random"):
-    """(samples, labels or None), deterministic in `seed`; `rows` picks a share of the `num` (a
+def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Union[int, Sequence[int], torch.Tensor, None] = None,
+             batch: int = 512, rows: slice = slice(None), truncation: Optional[float] = None, noise: str = "random"):
+    """(samples, labels or None), deterministic in `seed`; `label`: one class for every sample, one
+    per sample, or None (drawn); `rows` picks a share of the `num` (a
     worker's, when several split one evaluation): the same rows as in the whole batch.
     `truncation`: psi of a generator with a style space (G(z, y, truncation=psi)). `noise`: a
     generator with noise inputs (StyleGAN2) gets fresh noise per sample ("random", as the
@@ -28,15 +29,18 @@ def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Optional[int] =
     if noise not in NOISE_MODES:
         raise SampleError(f"--noise: {noise!r}; choose one of {', '.join(NOISE_MODES)}")
     classes = G.num_classes
-    if label is not None and not classes:
+    given = None if label is None else torch.as_tensor(label, dtype=torch.long).reshape(-1)
+    if given is not None and not classes:
         raise SampleError("--label: this model is not class-conditional")
-    if label is not None and not 0 <= label < classes:
-        raise SampleError(f"--label: must be in [0, {classes - 1}], got {label}")
+    if given is not None and len(given) not in (1, num):
+        raise SampleError(f"labels: one label, or one for each of the {num} samples; got {len(given)}")
+    if given is not None and not bool(((given >= 0) & (given < classes)).all()):
+        raise SampleError(f"--label: must be in [0, {classes - 1}], got {given[(given < 0) | (given >= classes)][0].item()}")
     g = torch.Generator().manual_seed(rng_seed(seed, 0x5A))  # drawn on the CPU: the same samples on any device
     z = torch.randn(num, G.nz, generator=g)
     y = None
     if classes:
-        y = torch.full((num,), label) if label is not None else torch.randint(classes, (num,), generator=g)
+        y = given.expand(num).clone() if given is not None else torch.randint(classes, (num,), generator=g)
     z, y, index = z[rows], (y[rows] if y is not None else None), range(num)[rows]
     device = next(G.parameters()).device
     kwargs = {"truncation": truncation} if truncation is not None else {}
