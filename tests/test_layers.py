@@ -25,8 +25,10 @@ LAYERS = {
     "job": 4, "tracking": 4,
     "ray": 5,
     "sweep": 6,
-    "commands": 7,
-    "cli": 8,
+    "api": 7,
+    "commands": 8,
+    "cli": 9,
+    "__main__": 10,
 }
 
 
