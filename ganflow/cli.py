@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from ganflow.core.trace import mark
+from ganflow.present.logs import configured as configured_logging
 
 
 ADDRESS_HELP = "Ray dashboard address, http://HEAD:8265 (default: RAY_ADDRESS, else http://127.0.0.1:8265)"
@@ -247,7 +248,8 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.")
+    p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.",
+                                epilog="-v / -q (anywhere, repeatable): more or less of what ganflow says on stderr")
     p.add_argument("--version", action=_Version, nargs=0, help="print ganflow's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     for add in VERBS:  # each adds its sub-command's parser, with set_defaults(verb="module:function")
@@ -272,9 +274,28 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, file size limit: one line, not a traceback
 
 
+def _verbosity(argv: List[str]) -> tuple:
+    """(-v minus -q counts, the rest): taken wherever they stand (`ganflow -q train ...`,
+    `ganflow train JOB -q`), as the global flags of tools like pip and ray."""
+    level, rest = 0, []
+    for arg in argv:
+        if arg in ("-v", "--verbose") or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+            level += len(arg) - 1 if arg.startswith("-v") else 1
+        elif arg in ("-q", "--quiet") or (arg.startswith("-q") and set(arg[1:]) == {"q"}):
+            level -= len(arg) - 1 if arg.startswith("-q") else 1
+        else:
+            rest.append(arg)
+    return level, rest
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     mark("cli")
-    args = parse(argv)
+    verbosity, argv = _verbosity(sys.argv[1:] if argv is None else list(argv))
+    with configured_logging(verbosity):
+        return _run(parse(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
     module, _, function = args.verb.partition(":")
     verb = getattr(importlib.import_module(f"ganflow.commands.{module}"), function)
     mark("imports")

@@ -90,3 +90,26 @@ def test_the_version_is_the_installed_packages_and_python_dash_m_ganflow_is_the_
     assert missing.stderr.strip() == f"ganflow: error: {tmp_path / 'typo'}: no such directory; give a storage.uri " \
                                      "(a directory or s3://bucket/prefix)"
     assert cli_here("runs", "list", str(tmp_path)).returncode == 0  # there, and empty
+
+
+def test_minus_q_and_minus_v_set_how_much_ganflow_says_wherever_they_stand(tmp_path):
+    """Issue 31: one logging handler; the library logs, the CLI shows `[ganflow]` lines by level."""
+    import numpy as np
+    from PIL import Image
+
+    source = tmp_path / "images"
+    source.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(source / f"{i}.png")
+    (source / "broken.png").write_bytes(b"not an image")
+
+    def prepare(*flags, out):
+        return cli_here(*flags[:1], "data", "prepare", str(source), "--out", str(tmp_path / out), "--resolution", "8",
+                        "--reference", "none", *flags[1:]).stderr.strip().splitlines()
+
+    said = prepare(out="a")
+    assert "[ganflow] warning: skipped broken.png: not a readable PNG/JPEG" in said
+    assert any(line.startswith("[ganflow] 3 images (0 classes, 1 skipped)") for line in said)
+    assert prepare("-q", out="b") == ["[ganflow] warning: skipped broken.png: not a readable PNG/JPEG"]
+    assert prepare("-qq", out="c") == []
+    assert prepare("--quiet", "-q", out="d") == []  # after the verb too

@@ -5,8 +5,8 @@ Prints the location last."""
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from typing import Optional
 
@@ -18,6 +18,8 @@ from ganflow.data.prepared import MANIFEST
 from ganflow.metrics.inception import InceptionWeightsError
 from ganflow.ray.cluster import RayAddressError, driver_address
 from ganflow.store import S3Options, StorageError, open_store
+
+log = logging.getLogger("ganflow.data")
 
 
 def _reference_count(text: str) -> Optional[int]:
@@ -70,7 +72,7 @@ def prepare(args, options: S3Options) -> dict:
     started = time.perf_counter()
     images = sum(stop - first for _, first, stop in todo)
     if done:
-        print(f"[ganflow] resuming {out.uri()}: {len(done)} shard(s) already written, {len(todo)} to go", file=sys.stderr)
+        log.info("resuming %s: %d shard(s) already written, %d to go", out.uri(), len(done), len(todo))
     init = (source, args.out, settings, options)
     if workers == 1 or not todo:
         writer = ShardWriter(*init)
@@ -81,7 +83,7 @@ def prepare(args, options: S3Options) -> dict:
         for entry in written:
             done[entry["index"]] = entry
             for name, why in entry["skipped"]:
-                print(f"[ganflow] skipped {name}: {why}", file=sys.stderr)
+                log.warning("skipped %s: %s", name, why)
             progress.update(entry["stop"] - entry["first"])
     if args.on_error == "fail":  # shards done before (a resumed prepare) count too; no manifest is written
         bad = [s for e in sorted(done.values(), key=lambda e: e["index"]) for s in e["skipped"]]
@@ -107,7 +109,7 @@ def main(args) -> int:
         out = open_store(args.out, options)
         if out.exists(MANIFEST):
             manifest = json.loads(out.get_bytes(MANIFEST))
-            print(f"[ganflow] {out.uri()} is already a prepared set of {manifest['count']} images", file=sys.stderr)
+            log.info("%s is already a prepared set of %d images", out.uri(), manifest["count"])
             print(out.uri())
             return 0
         result = prepare(args, options)
@@ -117,7 +119,7 @@ def main(args) -> int:
         return die(f"--out: {err}")
     m = result["manifest"]
     rate = result["images"] / max(result["seconds"], 1e-9)
-    print(f"[ganflow] {m['count']} images ({len(m['classes'])} classes, {len(m['skipped'])} skipped) in "
-          f"{result['seconds']:.1f} s: {rate:.0f} images/s with {result['workers']} worker(s)", file=sys.stderr)
+    log.info("%d images (%d classes, %d skipped) in %.1f s: %.0f images/s with %d worker(s)", m["count"],
+             len(m["classes"]), len(m["skipped"]), result["seconds"], rate, result["workers"])
     print(out.uri())
     return 0

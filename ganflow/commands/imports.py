@@ -8,16 +8,18 @@ a run that `sample`, `eval`, `export` and `train --resume RUN data.path=...` (fi
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import List
 
 from ganflow.commands.exits import die
 from ganflow.config import ConfigError
+
+log = logging.getLogger("ganflow.imports")
 
 
 PICKLE_FIXED = ("data.resolution", "data.channels")
@@ -111,6 +113,6 @@ def main(args) -> int:
         return die(f"PKL: {pkl}: {err}")
     except (InteropError, ConfigError) as err:
         return die(f"PKL: {pkl}: {err}")
-    print(f"[ganflow] imported {pkl.name}: to fine-tune, ganflow train --resume {run} data.path=IMAGES", file=sys.stderr)
+    log.info("imported %s: to fine-tune, ganflow train --resume %s data.path=IMAGES", pkl.name, run)
     print(run)
     return 0

@@ -1,8 +1,10 @@
 """Progress of long local work (eval, synth, score, reference statistics, sweeps): a tqdm bar on a
-terminal, else one line to stderr per `every` percent, so a log file shows it too."""
+terminal, else one line to stderr per `every` percent, so a log file shows it too; nothing when
+the "ganflow" logger is quieter than INFO (`ganflow -q`)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Optional, TextIO
 
@@ -13,7 +15,8 @@ class Progress:
         self.stream = stream or sys.stderr
         self.done, self.shown = 0, 0  # percent already printed
         self.bar = None
-        if self.stream.isatty():
+        self.quiet = logging.getLogger("ganflow").level > logging.INFO  # set by `ganflow -q`; unset in a library user
+        if self.stream.isatty() and not self.quiet:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, desc=desc, unit=unit or "it", file=self.stream, leave=False)
@@ -22,6 +25,8 @@ class Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
+            return
+        if self.quiet:
             return
         percent = min(100, self.done * 100 // self.total)
         if percent >= self.shown + self.every or (self.done >= self.total and self.shown < 100):

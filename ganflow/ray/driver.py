@@ -85,13 +85,12 @@ def _open_run(cfg: JobConfig, resume: Optional[str], fork_from: Optional[str], o
     for name in run.remove_leftovers():
         log.warning("removed %s, left half-written by an earlier writer", name)
     if wandb_settings.mode == "offline":
-        print(f"[ganflow] W&B offline: {wandb_settings.dir}/wandb/offline-run-*-{run.id} "
-              "(upload with `wandb sync`)", file=sys.stderr)
+        log.info("W&B offline: %s/wandb/offline-run-*-%s (upload with `wandb sync`)", wandb_settings.dir, run.id)
     run.write_config(cfg.to_yaml())
     run.write_status("running")
     if fork_from and not resume:
         copied = run.adopt_checkpoint(fork_from)
-        print(f"[ganflow] {run.uri} starts from a copy of {fork_from}: {copied}", file=sys.stderr)
+        log.info("%s starts from a copy of %s: %s", run.uri, fork_from, copied)
     return run, wandb_settings, lease
 
 

@@ -7,6 +7,7 @@ act on `eval/<value>` with `step` as time (see ganflow.sweep.trial for how trial
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, Callable, Dict, Optional
 
@@ -20,6 +21,8 @@ from ganflow.store import open_store
 from ganflow.sweep.results import SweepResult, write_results
 from ganflow.sweep.spec import PERTURBABLE, SweepError, SweepSpec, base_overrides, pinned_overrides, with_overrides
 from ganflow.sweep.trial import run_trial
+
+log = logging.getLogger("ganflow.sweep")
 
 
 def _searcher(spec: SweepSpec):
@@ -110,7 +113,7 @@ def sweep(spec: SweepSpec, address: Optional[str] = None, resume: Optional[str] 
     if not resume:
         spec = with_overrides(spec, pinned_overrides(spec.base))
         store.put_bytes(f"{sweep_key}/{SweepLayout.SPEC}", OmegaConf.to_yaml({**spec.source, "overrides": spec.overrides}).encode())
-    print(f"[ganflow] sweep {location} (if cut short: ganflow sweep --resume {location})", file=sys.stderr, flush=True)
+    log.info("sweep %s (if cut short: ganflow sweep --resume %s)", location, location)
     # Tune stops a trial by ending its driver; Ray Train's cleaner then frees the trial's placement
     # group, which it finds through the State API (see ganflow.ray.cluster.ensure_ray)
     with ray_session(address, "sweep", stop):
