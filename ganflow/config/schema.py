@@ -160,6 +160,7 @@ class WandbConfig:
     dir: Optional[str] = None  # where W&B writes its files; None: WANDB_DIR, else the run directory (./wandb for s3 runs)
     on_error: str = "fail"  # W&B broken at start: fail (exit 2 before training) | disable (warn, train untracked)
     log_checkpoints: bool = True  # each checkpoint as an artifact that references its storage URI
+    upload_generator: bool = False  # the final generator artifact holds its files (always for a local storage.uri)
 
 
 @dataclass(frozen=True)

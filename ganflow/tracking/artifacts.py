@@ -26,9 +26,36 @@ def _checkpoint_location(metadata: Dict[str, Any], references: Dict[str, str]) -
     return None
 
 
+def _cache(name: str) -> Path:
+    from ganflow.store import cache_home
+    from ganflow.store.names import part
+
+    return cache_home() / "wandb" / part(name, "artifact name")
+
+
+def _staged_copy(spec: str, art) -> str:
+    """An offline artifact's own files (W&B keeps them in its staging area until `wandb sync`
+    uploads them) copied into a folder of ours: the checkpoint they make up."""
+    import shutil
+
+    from ganflow.store.atomic import copy_atomic
+    from ganflow.store.names import contained
+
+    missing = [p for p, local in art.local.items() if not Path(local).is_file()]
+    if missing or not art.local:
+        raise TrackingError(f"{spec}: W&B no longer keeps this offline artifact's files here (`wandb sync` uploads and "
+                            "then removes them); set WANDB_API_KEY to fetch it from W&B")
+    target = _cache(f"{art.name}-offline-{art.metadata.get('step', 0)}")
+    shutil.rmtree(target, ignore_errors=True)
+    for path, local in art.local.items():
+        copy_atomic(Path(local), target / contained(path, f"{spec}: file name"))
+    return str(target)
+
+
 def resolve_artifact(spec: str, wandb_dir: Optional[str] = None) -> str:
     """The checkpoint location behind `wandb:[entity/][project/]name[:alias]` (alias default
-    `latest`). Online (WANDB_API_KEY, not WANDB_MODE=offline) through the W&B API; offline from
+    `latest`): where it references, or a local copy of the files it holds (the generator of a run
+    stored in a local directory). Online (WANDB_API_KEY, not WANDB_MODE=offline) through the W&B API; offline from
     the offline runs under `wandb_dir` (default WANDB_DIR, else the working directory)."""
     body = spec[len(WANDB_SCHEME):] if spec.startswith(WANDB_SCHEME) else spec
     path, _, alias = body.rpartition(":") if ":" in body else (body, "", "latest")
@@ -45,6 +72,8 @@ def resolve_artifact(spec: str, wandb_dir: Optional[str] = None) -> str:
         except Exception as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TrackingError(f"{spec}: W&B could not resolve it ({first})") from None
+        if art.metadata.get("holds_files"):  # the generator's own copy: the run folder may be long gone
+            return str(Path(art.download(root=str(_cache(f"{name}-{art.version}")))))
         found = _checkpoint_location(art.metadata, {e.path: e.ref for e in art.manifest.entries.values() if e.ref})
     else:
         from ganflow.tracking.runfiles import RunFileFormatError, offline_runs
@@ -61,7 +90,8 @@ def resolve_artifact(spec: str, wandb_dir: Optional[str] = None) -> str:
                 continue
             for art in run.artifacts:  # in logging order: the last holder of an alias has it now
                 if art.name == name and alias in art.aliases:
-                    found = _checkpoint_location(art.metadata, art.references)
+                    found = _staged_copy(spec, art) if art.metadata.get("holds_files") else \
+                        _checkpoint_location(art.metadata, art.references)
         if found is None:
             raise TrackingError(f"{spec}: no offline W&B run under {root} logged artifact {name!r} with alias {alias!r} "
                                 "(set WANDB_DIR to where the run's wandb/ folder is, or WANDB_API_KEY to ask W&B)")

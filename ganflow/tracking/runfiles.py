@@ -79,6 +79,8 @@ class LoggedArtifact:
     aliases: List[str]
     metadata: Dict[str, Any]
     references: Dict[str, str]  # path in the artifact -> reference URI
+    local: Dict[str, str] = field(default_factory=dict)  # path in the artifact -> W&B's staged copy (files it holds)
+    digests: Dict[str, str] = field(default_factory=dict)  # path in the artifact -> W&B's digest of it
 
 
 @dataclass
@@ -134,7 +136,9 @@ def read_run(run_dir: Path) -> OfflineRun:
             run.artifacts.append(LoggedArtifact(
                 name=a.name, type=a.type, aliases=list(a.aliases),
                 metadata=json.loads(a.metadata) if a.metadata else {},
-                references={c.path: c.ref for c in a.manifest.contents},
+                references={c.path: c.ref for c in a.manifest.contents if c.ref},
+                local={c.path: c.local_path for c in a.manifest.contents if not c.ref and c.local_path},
+                digests={c.path: c.digest for c in a.manifest.contents},
             ))
         elif kind == "exit":
             run.exit_code = rec.exit.exit_code

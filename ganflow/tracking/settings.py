@@ -35,6 +35,7 @@ class WandbSettings:
     notes: Optional[str]
     on_error: str
     log_checkpoints: bool
+    upload_generator: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -60,7 +61,7 @@ def resolve(w: WandbConfig, env: Optional[Dict[str, str]] = None) -> WandbSettin
     return WandbSettings(mode=mode, dir=directory, project=project, entity=w.entity or env.get("WANDB_ENTITY") or None,
                          group=w.group or env.get("WANDB_RUN_GROUP") or None,
                          job_type=w.job_type or env.get("WANDB_JOB_TYPE") or "train", tags=list(tags), notes=w.notes,
-                         on_error=w.on_error, log_checkpoints=w.log_checkpoints)
+                         on_error=w.on_error, log_checkpoints=w.log_checkpoints, upload_generator=w.upload_generator)
 
 
 def _check(s: WandbSettings) -> None:

@@ -101,11 +101,30 @@ class WandbTracker(Tracker):
 
     @_guarded
     def log_generator(self, uri: str, local_dir: Path, step: int) -> None:
+        """The final generator. Its files go into the artifact when the run's storage is a local
+        directory (a teammate could not reach a file:// reference) or tracking.wandb.upload_generator
+        says so: the EMA weights and a manifest of them alone (the checkpoint's, cut to G: a checkpoint
+        ganflow loads as it is). Else it references the checkpoint in the bucket."""
         import json
+        import tempfile
 
-        state = json.loads((local_dir / RunLayout.MANIFEST).read_text())["state"]
-        part = "G_ema" if "G_ema" in state else "G"
-        art = self._artifact(f"generator-{self.run_id}", "model", uri, local_dir, step, only=[f"{part}.safetensors"])
+        import wandb
+
+        manifest = json.loads((local_dir / RunLayout.MANIFEST).read_text())
+        part = "G_ema" if "G_ema" in manifest["state"] else "G"
+        weights = f"{part}.safetensors"
+        if is_s3(uri) and not self.settings.upload_generator:
+            self.run.log_artifact(self._artifact(f"generator-{self.run_id}", "model", uri, local_dir, step, only=[weights]),
+                                  aliases=["latest"])
+            return
+        alone = {**manifest, "files": {weights: manifest["files"][weights]},
+                 "state": {k: v for k, v in manifest["state"].items() if k in (part, "step")}}
+        art = wandb.Artifact(f"generator-{self.run_id}", type="model", metadata={
+            "uri": uri, "step": step, "sha256": alone["files"], "config_hash": manifest.get("config_hash"), "holds_files": True})
+        with tempfile.TemporaryDirectory(prefix="ganflow-generator-") as tmp:
+            (Path(tmp) / RunLayout.MANIFEST).write_text(json.dumps(alone))
+            art.add_file(str(local_dir / weights), name=weights)  # copied into W&B's staging area now
+            art.add_file(str(Path(tmp) / RunLayout.MANIFEST), name=RunLayout.MANIFEST)
         self.run.log_artifact(art, aliases=["latest"])
 
     @_guarded

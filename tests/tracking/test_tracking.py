@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from ganflow.run import checkpoint as ckpt
+from ganflow.run.generator import load_generator
 from ganflow.config import REDACTED, redact, with_values
 from ganflow.tracking.artifacts import resolve_artifact
 from ganflow.tracking.settings import TrackingError, prepare, resolve
@@ -102,16 +103,18 @@ def test_redaction_goes_by_value_for_credentials_whatever_their_name_or_length()
 def checkpoint_dirs(tmp_path):
     """Two real checkpoints of a small digits DCGAN, as a run directory holds them."""
     cfg = load_job(None, ["data.resolution=16", "model.ngf=8", "model.ndf=8", "train.batch_size=8"])
-    _, st = build_training(cfg, torch.device("cpu"))
+    ds, st = build_training(cfg, torch.device("cpu"))
     out = []
     for step in (10, 20):
         st.step = step
-        out.append(ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "run" / "checkpoints" / f"step_{step:08d}"))
+        out.append(ckpt.write_checkpoint(st.state_dict(), cfg.to_dict(), cfg.hash(), tmp_path / "run" / "checkpoints" / f"step_{step:08d}",
+                                         ds.meta))
     return cfg, out
 
 
-def test_tracker_logs_scalars_samples_and_checkpoint_references(tmp_path, checkpoint_dirs):
+def test_tracker_logs_scalars_samples_and_checkpoint_references(tmp_path, checkpoint_dirs, monkeypatch):
     cfg, (c10, c20) = checkpoint_dirs
+    monkeypatch.setenv("GANFLOW_CACHE", str(tmp_path / "cache"))
     wb = tmp_path / "wb"
     t = open_tracker(settings(wb, group="sweep-a", tags=["t1"]), "run-abc", cfg.to_dict(), rank=0)
     png = grid_png(torch.rand(4, 1, 16, 16) * 2 - 1)
@@ -139,12 +142,19 @@ def test_tracker_logs_scalars_samples_and_checkpoint_references(tmp_path, checkp
     assert set(ckpts[0].aliases) == {"latest", "step_10", "best"} and set(ckpts[1].aliases) == {"latest", "step_20"}
     assert ckpts[1].references["manifest.json"] == (c20 / "manifest.json").resolve().as_uri()
     assert ckpts[1].metadata["sha256"] == ckpt.read_manifest(c20)["files"]
+    # issue 31: a local run's generator artifact holds its files (a teammate cannot reach file://)
     (gen,) = [a for a in run.artifacts if a.type == "model"]
-    assert gen.name == "generator-run-abc" and set(gen.references) == {"manifest.json", "G_ema.safetensors"}
+    assert gen.name == "generator-run-abc" and gen.references == {} and set(gen.local) == {"manifest.json", "G_ema.safetensors"}
+    assert gen.digests["G_ema.safetensors"] and gen.metadata["holds_files"]
 
     assert resolve_artifact("wandb:ganflow/checkpoints-run-abc:best", str(wb)) == str(c10)
     assert resolve_artifact("wandb:checkpoints-run-abc", str(wb)) == str(c20)  # alias latest
-    assert resolve_artifact("wandb:team/ganflow/generator-run-abc:latest", str(wb)) == str(c20)
+    before = load_generator(c20).G.state_dict()
+    shutil.move(str(c20), str(tmp_path / "moved-away"))  # the run folder is gone: the artifact's own copy answers
+    own = resolve_artifact("wandb:team/ganflow/generator-run-abc:latest", str(wb))
+    assert Path(own).parent == tmp_path / "cache" / "wandb" and set(ckpt.read_manifest(Path(own))["files"]) == {"G_ema.safetensors"}
+    after = load_generator(own).G.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(TrackingError, match="no offline W&B run"):
         resolve_artifact("wandb:ganflow/checkpoints-run-abc:step_99", str(wb))
     with pytest.raises(TrackingError, match="no offline W&B run"):
