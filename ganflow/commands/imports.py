@@ -64,8 +64,8 @@ def import_pickle(pkl: Path, out: Path, overrides: List[str]) -> Path:
 
     from ganflow.core.state import DataMeta, TrainingState
     from ganflow.models import build_models
-    from ganflow.models.interop import stylegan2_discriminator_state, stylegan2_generator_state
     from ganflow.run.checkpoint import write_checkpoint
+    from ganflow.run.generator import pickle_networks
     from ganflow.run.layout import RunLayout
     from ganflow.run.pickles import read_network_pickle
     from ganflow.run.run import Run
@@ -76,10 +76,9 @@ def import_pickle(pkl: Path, out: Path, overrides: List[str]) -> Path:
     meta = DataMeta((cfg.data.channels, cfg.data.resolution, cfg.data.resolution), classes, [str(k) for k in range(classes)])
     G, D = build_models(cfg.model, meta.sample_shape, classes)
     state = TrainingState.create(cfg, G, D, torch.device("cpu"))
-    _load(state.G, stylegan2_generator_state(top["G"].state_dict()), "G")
-    _load(state.D, stylegan2_discriminator_state(top["D"].state_dict(), cfg.data.resolution), "D")
-    if state.G_ema is not None:
-        _load(state.G_ema, stylegan2_generator_state(top["G_ema"].state_dict()), "G_ema")
+    for name, weights in pickle_networks(top, cfg.data.resolution).items():
+        if getattr(state, name) is not None:
+            _load(getattr(state, name), weights, name)
     digest = hashlib.sha256(data).hexdigest()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # all or nothing at --out

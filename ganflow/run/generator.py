@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 
@@ -65,19 +65,24 @@ def _load_from_store(uri: str, options: S3Options) -> tuple:
     return state, manifest, checkpoint_uri
 
 
+def pickle_networks(top: Dict[str, Any], resolution: int) -> Dict[str, Dict[str, torch.Tensor]]:
+    """A StyleGAN2-ADA network pickle's G, D and G_ema (`run.pickles.read_network_pickle`) under
+    ganflow's names: the one mapping `ganflow import` and `train.init_from` use."""
+    from ganflow.models.interop import stylegan2_discriminator_state, stylegan2_generator_state
+
+    return {"G": stylegan2_generator_state(top["G"].state_dict()),
+            "D": stylegan2_discriminator_state(top["D"].state_dict(), resolution),
+            "G_ema": stylegan2_generator_state(top["G_ema"].state_dict())}
+
+
 def load_networks(source: str, resolution: int, options: S3Options = S3Options()) -> Dict[str, Dict[str, torch.Tensor]]:
     """G, D and G_ema state dicts (ganflow's names) of a run's newest checkpoint, a checkpoint, or a
     StyleGAN2-ADA network pickle (read as data, names mapped): what `train.init_from` starts from."""
     if source.endswith(".pkl"):
-        from ganflow.models.interop import stylegan2_discriminator_state, stylegan2_generator_state
         from ganflow.run.pickles import read_network_pickle
 
         parent, _, name = source.rpartition("/")
-        data = open_store(parent or ".", options).get_bytes(name)
-        top = read_network_pickle(data)
-        return {"G": stylegan2_generator_state(top["G"].state_dict()),
-                "D": stylegan2_discriminator_state(top["D"].state_dict(), resolution),
-                "G_ema": stylegan2_generator_state(top["G_ema"].state_dict())}
+        return pickle_networks(read_network_pickle(open_store(parent or ".", options).get_bytes(name)), resolution)
     if is_s3(source):
         state, _, _ = _load_from_store(source, options)
     else:
