@@ -140,6 +140,8 @@ def _sweep(sub) -> None:
     w.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an in-process Ray)")
     w.add_argument("--resume", metavar="LOCATION", help="finish an interrupted sweep: its folder, <storage.uri>/sweeps/<name>-<time> "
                    "(finished trials are kept, unfinished ones go on from their last checkpoints)")
+    w.add_argument("--json", action="store_true", help="print the best trial as one JSON object (its value, checkpoint, "
+                                                       "best.yaml) instead of best.yaml's location")
     w.set_defaults(verb="sweep:main")
 
 
@@ -157,6 +159,8 @@ def _submit(sub) -> None:
     b.add_argument("--no-code", action="store_true", help="use the ganflow installed on the cluster instead of sending this one")
     b.add_argument("--no-wait", action="store_true", help="print the submission id and return (as `ray job submit --no-wait`); "
                    "by default the job's log streams until it ends, and the exit code is 0 only if it succeeded")
+    b.add_argument("--json", action="store_true", help="print one JSON object (submission_id, dashboard, status: the end "
+                                                       "state, or PENDING with --no-wait) instead of the bare id")
     b.add_argument("--follow", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2; accepted for old scripts
     b.set_defaults(verb="submit:main")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -54,8 +55,11 @@ def main(args) -> int:
     except (JobsError, SweepError) as err:
         return die(str(err))
     print(f"submitted {job_id}: {dashboard_url(args.address, job_id)}", file=sys.stderr)
-    print(job_id)
+    if not args.json:
+        print(job_id)
     if args.no_wait:
+        if args.json:
+            print(json.dumps({"submission_id": job_id, "dashboard": dashboard_url(args.address, job_id), "status": "PENDING"}))
         return 0
     try:
         for chunk in follow(job_id, args.address):
@@ -64,4 +68,6 @@ def main(args) -> int:
     except JobsError as err:
         return die(str(err))
     print(f"job {job_id}: {state}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"submission_id": job_id, "dashboard": dashboard_url(args.address, job_id), "status": state}))
     return 0 if state == "SUCCEEDED" else EXIT_FAILURE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Optional
 
@@ -33,6 +34,11 @@ def main(args, stop: Optional[SigtermStop] = None) -> int:
         return die(f"config: {err}")
     except KeyboardInterrupt:
         return die("interrupted", 130)
+    if args.json:  # issue 31: what a script wants of the best trial, on stdout
+        print(json.dumps({"sweep": result.location, "metric": spec.metric, "best_value": result.best_value,
+                          "best_checkpoint": result.best_checkpoint, "best_config": str(result.best_config),
+                          "trials": len(result.trials)}))
+        return 0
     print(f"best {spec.metric}={result.best_value:.6g}: {result.best_checkpoint}", file=sys.stderr)
     print(f"results: {result.location}/{SweepLayout.RESULTS}, {SweepLayout.RESULTS_CSV}, {SweepLayout.BEST_JSON}",
           file=sys.stderr)

@@ -74,8 +74,10 @@ def test_a_submitted_job_runs_on_the_cluster_with_only_the_credentials_it_needs(
 def test_a_stopped_job_is_stopped_with_its_run_marked_and_no_half_written_checkpoint(ray_head, s3, tmp_path):
     endpoint, bucket = s3
     env = submitter_env(ray_head, endpoint)
-    job_id = run_cli("submit", *ring(endpoint, bucket, "train.steps=1000000", "train.checkpoint_every=50"), "--no-wait",
-                     env=env, check=True).stdout.strip()
+    submitted = json.loads(run_cli("submit", *ring(endpoint, bucket, "train.steps=1000000", "train.checkpoint_every=50"),
+                                   "--no-wait", "--json", env=env, check=True).stdout.strip().splitlines()[-1])  # issue 31
+    job_id = submitted["submission_id"]
+    assert submitted["status"] == "PENDING" and submitted["dashboard"].startswith("http")
     deadline = time.time() + 300
     while not manifests(endpoint, bucket):
         assert time.time() < deadline, "the job never wrote a checkpoint"

@@ -165,9 +165,11 @@ def write_ring_sweep(tmp_path: Path, **fields) -> Path:
 def test_pbt_clones_a_trials_checkpoint_into_another_which_goes_on_from_its_step_with_perturbed_rates(tmp_path):
     spec = write_ring_sweep(tmp_path, scheduler="pbt", quantile_fraction=0.5, num_samples=2, max_concurrent_trials=2)
     runs = tmp_path / "runs"
-    proc = run_cli("sweep", str(spec), f"storage.uri={runs}", "train.steps=300", "train.checkpoint_every=100",
+    proc = run_cli("sweep", str(spec), f"storage.uri={runs}", "train.steps=300", "train.checkpoint_every=100", "--json",
                    env={"RAY_ADDRESS": None}, timeout=900, check=True)
-    rows = sweep_rows(Path(proc.stdout.strip().splitlines()[-1]).parent)
+    best = json.loads(proc.stdout.strip().splitlines()[-1])  # issue 31: sweep --json, the best trial, last (Tune prints too)
+    assert best["trials"] == 2 and Path(best["best_config"]).name == "best.yaml" and best["best_checkpoint"]
+    rows = sweep_rows(Path(best["sweep"]))
     assert len(rows) == 2 and not any(r["error"] for r in rows) and all(r["last_step"] == 300 for r in rows)
     forks = [(clone, source) for row in rows for clone, source in zip(row["runs"], row["forked_from"]) if source]
     assert forks, "PBT never exploited"
