@@ -99,7 +99,8 @@ def _export(sub) -> None:
     x = sub.add_parser("export", help="the generator (EMA weights) as a standalone TorchScript or ONNX file, checked "
                                       "against PyTorch")
     x.add_argument("run", help="run location or one checkpoint: a directory, an s3:// URI, or a W&B artifact")
-    x.add_argument("--format", required=True, choices=["torchscript", "onnx"])
+    x.add_argument("--format", required=True, choices=["pt2", "torchscript", "onnx"],
+                   help="pt2 (torch.export, loads with torch.export.load), torchscript (deprecated by PyTorch), onnx")
     x.add_argument("--out", required=True, help="output file (its calling convention goes to OUT.json)")
     x.add_argument("--atol", type=float, default=1e-4, help="largest difference from PyTorch accepted")
     x.set_defaults(verb="export:main")

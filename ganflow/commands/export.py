@@ -63,7 +63,17 @@ def _onnx(model: nn.Module, example: tuple, path: Path) -> Callable:
     return lambda *args: torch.from_numpy(session.run(None, {n: a.numpy() for n, a in zip(names, args)})[0])
 
 
-FORMATS: Dict[str, Callable[[nn.Module, tuple, Path], Callable]] = {"torchscript": _torchscript, "onnx": _onnx}
+def _pt2(model: nn.Module, example: tuple, path: Path) -> Callable:
+    """torch.export's program (PyTorch's current path; TorchScript is deprecated), any batch size."""
+    from torch.export import Dim, export, load, save
+
+    batch = Dim("batch", min=1, max=1 << 16)
+    save(export(model, example, dynamic_shapes=tuple({0: batch} for _ in example)), str(path))
+    loaded = load(str(path)).module()  # the file just written, nothing else
+    return lambda *args: loaded(*args)
+
+
+FORMATS: Dict[str, Callable[[nn.Module, tuple, Path], Callable]] = {"pt2": _pt2, "torchscript": _torchscript, "onnx": _onnx}
 
 
 def export_generator(run: str, fmt: str, out: Path, atol: float = 1e-4) -> dict:

@@ -24,13 +24,14 @@ def cdcgan(tmp_path_factory):
 
 # What another system does with the file: plain torch / onnxruntime, ganflow unimportable.
 STANDALONE = {
+    "pt2": "import torch; G = torch.export.load(sys.argv[1]).module(); out = G(*args).numpy()",
     "torchscript": "import torch; G = torch.jit.load(sys.argv[1]); out = G(*args).numpy()",
     "onnx": "import onnxruntime as ort; s = ort.InferenceSession(sys.argv[1]); "
             "out = s.run(None, {n: a.numpy() for n, a in zip(meta['inputs'], args)})[0]",
 }
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript", "onnx"])
 def test_an_exported_generator_loads_without_ganflow_and_matches_pytorch(cdcgan, tmp_path, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="onnxruntime did not install here")
