@@ -150,7 +150,9 @@ def _submit(sub) -> None:
     """`submit JOB --address URL`: the Ray Jobs API."""
     b = sub.add_parser("submit", help="submit a job (or, with --sweep, a sweep) to a Ray cluster through the Ray Jobs API; "
                                       "prints the submission id")
-    b.add_argument("job", help="job spec YAML (with --sweep: a sweep spec), validated here first")
+    b.add_argument("job", nargs="?", help="job spec YAML (with --sweep: a sweep spec), validated here first")
+    b.add_argument("--resume", metavar="RUN", help="continue this run on the cluster (its s3:// URI or shared path): its "
+                                                  "own config.yaml with the overrides on top, as `train --resume`")
     b.add_argument("overrides", nargs="*", help="dotted overrides on the job")
     b.add_argument("--address", help=ADDRESS_HELP)
     b.add_argument("--sweep", action="store_true", help="JOB is a sweep spec: the cluster runs `ganflow sweep`")

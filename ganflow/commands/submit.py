@@ -38,18 +38,53 @@ def prepare_sweep(spec_path: str, overrides: List[str], staging: Path, ship_code
                        ship_code, extra_env)
 
 
+def prepare_resume(run: str, overrides: List[str], staging: Path, ship_code: bool = True,
+                   extra_env: List[str] = ()) -> Submission:
+    """Continue a run on the cluster: its own config.yaml (read here, from where the run lives)
+    with the overrides on top is validated here; the cluster runs `train --resume RUN ...`."""
+    import os
+    import shlex
+
+    from ganflow.config import load
+    from ganflow.job import complete
+    from ganflow.run.layout import RunLayout
+    from ganflow.run.run import Run
+    from ganflow.store import NotFound, S3Options, StorageError, is_s3
+
+    if not is_s3(run) and not os.path.isabs(os.path.expanduser(run)):
+        raise JobsError(f"--resume: {run!r} is a path relative to this machine; give the run's s3:// URI, or its absolute "
+                        "path on a filesystem every node mounts")
+    try:
+        text = Run.open(run, S3Options(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)).read_config()
+    except NotFound:
+        raise JobsError(f"--resume: {run} is not a run (no {RunLayout.CONFIG} there)") from None
+    except StorageError as err:
+        raise JobsError(f"--resume: {err}") from None
+    cfg = complete(load(None, overrides, text=text))
+    jobs.check_shared_paths(cfg)
+    entrypoint = "python -m ganflow.cli train --resume " + shlex.join([run, *overrides])
+    return jobs.staged("train", cfg.name, Path.cwd() / RunLayout.CONFIG, entrypoint, cfg, staging, ship_code, extra_env)
+
+
 def submit(kind: str, spec: str, overrides: List[str], address: Optional[str] = None, ship_code: bool = True,
            extra_env: List[str] = ()) -> str:
-    """Validate, stage and submit; returns the submission id."""
-    prepare = prepare_sweep if kind == "sweep" else prepare_train
+    """Validate, stage and submit (`kind`: train, sweep, or resume with `spec` the run); returns the submission id."""
+    prepare = {"sweep": prepare_sweep, "resume": prepare_resume}.get(kind, prepare_train)
     with tempfile.TemporaryDirectory(prefix="ganflow-submit-") as tmp:
         return jobs.submit_staged(prepare(spec, overrides, Path(tmp), ship_code, extra_env), address)
 
 
 def main(args) -> int:
+    job, overrides = args.job, list(args.overrides)
+    if args.resume is not None:  # `ganflow submit --resume RUN key=value ...`: no job file
+        if job is not None and "=" not in job:
+            return die("submit --resume RUN takes overrides only; the run's own config.yaml is its job")
+        job, overrides = args.resume, ([job] if job else []) + overrides
+    elif job is None:
+        return die("submit needs a JOB.yaml (a sweep spec with --sweep), or --resume RUN")
+    kind = "resume" if args.resume is not None else "sweep" if args.sweep else "train"
     try:
-        job_id = submit("sweep" if args.sweep else "train", args.job, list(args.overrides), args.address,
-                        ship_code=not args.no_code, extra_env=args.env or [])
+        job_id = submit(kind, job, overrides, args.address, ship_code=not args.no_code, extra_env=args.env or [])
     except ConfigError as err:
         return die(f"config: {err}")
     except (JobsError, SweepError) as err:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import JOBS, S3_ENV, run_cli
+from tests.conftest import JOBS, S3_ENV, cli_here, run_cli
 from tests.ray_head import start_head, stop_head
 
 SECRET = S3_ENV["AWS_SECRET_ACCESS_KEY"]
@@ -174,3 +174,29 @@ def test_a_staged_job_sends_what_it_needs_and_no_secret_it_does_not(monkeypatch,
     local = prepare_train(str(JOBS / "ring.yaml"), ["storage.uri=/shared/runs", "tracking.wandb.mode=disabled"], tmp_path,
                           ship_code=False)
     assert not any(name.startswith(("AWS_", "WANDB_")) for name in local.runtime_env.get("env_vars", {}))
+
+
+def test_a_resume_is_staged_from_the_runs_own_config_and_bad_runs_are_one_line(s3, tmp_path, monkeypatch):
+    """Issue 31, part 8: `ganflow submit --resume RUN key=value`: validated here against the run's own
+    config; the cluster runs `train --resume RUN key=value` with the S3 variables it needs."""
+    from ganflow.commands.submit import prepare_resume
+    from ganflow.job import load_job
+    from ganflow.run.run import Run
+    from ganflow.store import S3Options
+
+    endpoint, bucket = s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    cfg = load_job(JOBS / "ring.yaml", [f"storage.uri=s3://{bucket}/runs", f"storage.endpoint_url={endpoint}"])
+    run = Run.create(cfg.storage.uri, cfg.name, S3Options(endpoint_url=endpoint))
+    run.write_config(cfg.to_yaml())
+    sub = prepare_resume(run.uri, ["train.steps=24000"], tmp_path, ship_code=False)
+    assert sub.entrypoint == f"python -m ganflow.cli train --resume {run.uri} train.steps=24000"
+    assert sub.runtime_env["env_vars"]["AWS_SECRET_ACCESS_KEY"] == S3_ENV["AWS_SECRET_ACCESS_KEY"]
+    for argv, start in ((["--resume", "runs/ring/x"], "--resume: 'runs/ring/x' is a path relative to this machine"),
+                        (["--resume", f"s3://{bucket}/runs/ring/none"], f"--resume: s3://{bucket}/runs/ring/none is not a run"),
+                        (["--resume", run.uri, "model.hidden=7", "train.steps=-1"], "config: train.steps"),
+                        (["--resume", run.uri, "jobs/ring.yaml"], "submit --resume RUN takes overrides only")):
+        proc = cli_here("submit", *argv, "--address", "http://127.0.0.1:1")
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"ganflow: error: {start}"), line
