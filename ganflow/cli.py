@@ -223,7 +223,7 @@ def _runs(sub) -> None:
     rl.add_argument("--json", action="store_true", help="one JSON object per run")
     rl.set_defaults(verb="runs:main")
     rs = rsub.add_parser("show", help="one run at a glance: status, config, latest and best values, newest checkpoint, "
-                                      "and its curves as a PNG")
+                                      "its curves as a PNG, and its sample grids over time beside it (<plot>-samples.png)")
     rs.add_argument("run", help="the run location: a directory or an s3:// URI")
     rs.add_argument("--plot", help="where to write the PNG of the loss, throughput and evaluation curves "
                                    "(default: <run_id>-curves.png here; with --json only when given)")

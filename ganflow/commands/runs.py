@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from ganflow.api import best_evaluation, run_config
 from ganflow.commands.common import die
 from ganflow.config import JobConfig
-from ganflow.present.pictures import curves_png
+from ganflow.present.pictures import curves_png, strip_png
 from ganflow.run.layout import RunLayout
 from ganflow.run.run import Run, list_runs, summarize
 from ganflow.store import StorageError, is_s3
@@ -92,13 +92,21 @@ def show(args) -> int:
         return [(st, r[key]) for st, r in zip(steps, records) if isinstance(r.get(key), (int, float))]
 
     evals = sorted({k for r in records for k in r if k.startswith("eval/") and k not in ("eval/num_generated", "eval/seconds")
-                    and isinstance(r[k], (int, float))})
+                    and not k.endswith("_std") and isinstance(r[k], (int, float))})
+    if best:  # the run's ranking value first
+        evals = sorted(evals, key=lambda k: k != f"eval/{best[0]}")
     write_atomic(plot, curves_png({
         "losses": {"loss/d": series("loss/d"), "loss/g": series("loss/g")},
         "throughput (images/s)": {"all workers": series("throughput/imgs_per_s")},
         "evaluation": {k: series(k) for k in evals[:4]},
     }))
-    print(f"curves     {plot}", file=sys.stderr if args.json else sys.stdout)
+    said = sys.stderr if args.json else sys.stdout
+    print(f"curves     {plot}", file=said)
+    snapshots = run.samples()
+    if snapshots:
+        strip = plot.with_name(plot.stem.removesuffix("-curves") + "-samples.png")
+        write_atomic(strip, strip_png([(step, run.store.get_bytes(key)) for step, key in snapshots]))
+        print(f"samples    {strip}", file=said)
     return 0
 
 

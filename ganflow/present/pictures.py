@@ -57,39 +57,50 @@ def scatter_png(points: torch.Tensor, centers: torch.Tensor | None = None, size:
     return buf.getvalue()
 
 
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+def curves_png(panels: "dict[str, dict[str, list]]", width: float = 4.6, height: float = 3.2) -> bytes:
+    """Line charts side by side (matplotlib), one panel per title, each a {series: [(x, y), ...]}
+    dict: ticks, a grid, a legend; a log scale when a panel's values are positive and span more
+    than a decade; points marked where there are few (evaluations)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-
-def curves_png(panels: "dict[str, dict[str, list]]", width: int = 420, height: int = 260) -> bytes:
-    """Line charts side by side, one panel per title, each a {series: [(x, y), ...]} dict; axes
-    labelled with their ranges, series with their names (Pillow alone, no plotting library)."""
     panels = {t: {n: pts for n, pts in series.items() if pts} for t, series in panels.items()}
-    panels = {t: s for t, s in panels.items() if s}
-    img = Image.new("RGB", (width * max(len(panels), 1), height), "white")
-    draw = ImageDraw.Draw(img)
-    left, right, top, bottom = 56, 10, 22, 34
-    for i, (title, series) in enumerate(panels.items()):
-        x0, x1 = i * width + left, (i + 1) * width - right
-        y0, y1 = height - bottom, top
-        xs = [x for pts in series.values() for x, _ in pts]
+    panels = {t: s for t, s in panels.items() if s} or {"no records yet": {}}
+    fig = Figure(figsize=(width * len(panels), height), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (title, series) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
         ys = [y for pts in series.values() for _, y in pts]
-        xlo, xhi = min(xs), max(xs)
-        ylo, yhi = min(ys), max(ys)
-        xspan, yspan = (xhi - xlo) or 1.0, (yhi - ylo) or 1.0
-        draw.rectangle([x0, y1, x1, y0], outline=(160, 160, 160))
-        draw.text((x0, 4), title, fill="black")
-        draw.text((x0 - left + 2, y1), f"{yhi:.4g}", fill=(90, 90, 90))
-        draw.text((x0 - left + 2, y0 - 10), f"{ylo:.4g}", fill=(90, 90, 90))
-        draw.text((x0, y0 + 4), f"{xlo:g}", fill=(90, 90, 90))
-        draw.text((x1 - 40, y0 + 4), f"{xhi:g}", fill=(90, 90, 90))
-        for k, (name, pts) in enumerate(series.items()):
-            color = PALETTE[k % len(PALETTE)]
-            line = [(x0 + (x - xlo) / xspan * (x1 - x0), y0 - (y - ylo) / yspan * (y0 - y1)) for x, y in pts]
-            if len(line) > 1:
-                draw.line(line, fill=color, width=2)
-            for px, py in line if len(line) < 30 else line[-1:]:
-                draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
-            draw.text((x0 + 6 + 110 * k, y0 + 18), name, fill=color)
+        for name, pts in series.items():
+            xs, vs = zip(*pts)
+            ax.plot(xs, vs, label=name, linewidth=1.4, marker="o" if len(pts) <= 30 else None, markersize=3.5)
+        if ys and min(ys) > 0 and max(ys) > 10 * min(ys):
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        if series:
+            ax.legend(fontsize=8, loc="best")
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def strip_png(snapshots: "list[tuple[int, bytes]]", most: int = 8, side: float = 2.2) -> bytes:
+    """A run's sample grids over time, left to right, each titled with its step (at most `most`,
+    spread evenly over the run, the last always among them)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if len(snapshots) > most:
+        picks = sorted({round(i * (len(snapshots) - 1) / (most - 1)) for i in range(most)})
+        snapshots = [snapshots[i] for i in picks]
+    fig = Figure(figsize=(side * max(len(snapshots), 1), side + 0.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (step, png) in zip(fig.subplots(1, max(len(snapshots), 1), squeeze=False)[0], snapshots):
+        with Image.open(io.BytesIO(png)) as im:
+            ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
+        ax.set_title(f"step {step}", fontsize=9)
+        ax.set_axis_off()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()

@@ -136,6 +136,17 @@ class Run:
 
     # --- samples and checkpoints ---
 
+    def samples(self) -> List[Tuple[int, str]]:
+        """(step, key) of the run's sample grids, in step order."""
+        keys = [k for k in self.store.list(RunLayout.SAMPLES) if k.endswith(".png")]
+        steps = []
+        for key in keys:
+            try:
+                steps.append((RunLayout.step_of(key.removesuffix(".png")), key))
+            except ValueError:  # not one of ours
+                continue
+        return sorted(steps)
+
     def put_sample(self, step: int, png: bytes) -> None:
         self.store.put_bytes(RunLayout.sample(step), png)
 

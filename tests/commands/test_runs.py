@@ -46,6 +46,12 @@ def test_runs_list_and_show_give_the_best_evaluation_by_the_runs_own_ranking(tmp
     assert "status     completed at step 4/4" in out and "cdcgan on digits 16px" in out
     assert "best       fid 12.5 at step 4" in out and f"{run}/checkpoints/step_00000004" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 2000
+    (run / "samples" / "step_00000002.png").write_bytes((run / "samples" / "step_00000004.png").read_bytes())
+    cli_here("runs", "show", str(run), "--plot", str(plot), check=True)
+    from PIL import Image
+
+    with Image.open(plot) as curves, Image.open(tmp_path / "curves-samples.png") as strip:  # issue 31: matplotlib, a strip
+        assert curves.size[0] > 3 * 400 and strip.size[0] > 2 * strip.size[1] * 0.8  # three panels; two grids side by side
     shown = json.loads(cli_here("runs", "show", str(run), "--json", check=True).stdout)  # issue 31: --json
     assert shown["status"] == "completed" and shown["step"] == shown["steps"] == 4
     assert shown["best"] == {"name": "fid", "value": 12.5, "step": 4} and shown["job"]["model"] == "cdcgan"
