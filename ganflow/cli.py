@@ -241,7 +241,26 @@ def _import(sub) -> None:
     m.set_defaults(verb="imports:main")
 
 
-VERBS = (_train, _sample, _import, _interpolate, _synth, _score, _export, _eval, _dashboard, _sweep, _submit, _jobs, _data, _runs)
+def _serve(sub) -> None:
+    """`serve RUN`: the generator behind HTTP with Ray Serve."""
+    v = sub.add_parser("serve", help="serve a run's generator over HTTP with Ray Serve: GET /sample?n=16&label=3&seed=7"
+                                     "&format=png|npz, GET /health")
+    v.add_argument("run", help="run location (its newest checkpoint), one checkpoint, s3:// or wandb:project/name:alias")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for others)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--replicas", type=int, default=1, help="replicas of the generator (default 1)")
+    v.add_argument("--autoscale", metavar="MIN,MAX", help="Ray Serve autoscaling between MIN and MAX replicas instead")
+    v.add_argument("--cpus-per-replica", type=float, default=1.0)
+    v.add_argument("--gpus-per-replica", type=float, default=0.0, help="e.g. 1 (or 0.5 to share a GPU)")
+    v.add_argument("--max-batch", type=int, default=16, help="requests batched into one forward pass (serve.batch)")
+    v.add_argument("--reload-every", type=float, default=None, metavar="SECONDS",
+                   help="look for a newer checkpoint of the run this often and serve it (default: never)")
+    v.add_argument("--address", default=None, help="Ray cluster to serve on (default: RAY_ADDRESS, else an in-process Ray)")
+    v.set_defaults(verb="serve:main")
+
+
+VERBS = (_train, _sample, _import, _interpolate, _synth, _score, _export, _eval, _dashboard, _sweep, _submit, _jobs, _data,
+         _runs, _serve)
 
 
 class _Version(argparse.Action):
@@ -307,7 +326,7 @@ def _run(args: argparse.Namespace) -> int:
     verb = getattr(importlib.import_module(f"ganflow.commands.{module}"), function)
     mark("imports")
     try:
-        if args.command in ("train", "sweep"):  # a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly
+        if args.command in ("train", "sweep", "serve"):  # a SIGTERM (Ray's `jobs stop`, a scheduler) stops the run cleanly
             from ganflow.ray.signals import SigtermStop
 
             stop = SigtermStop()

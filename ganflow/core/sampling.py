@@ -28,6 +28,20 @@ def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Union[int, Sequ
     reference's metrics) or its constant noise ("const", as the reference's snapshots)."""
     if noise not in NOISE_MODES:
         raise SampleError(f"--noise: {noise!r}; choose one of {', '.join(NOISE_MODES)}")
+    z, y = draw_latents(G, num, seed, label)
+    z, y, index = z[rows], (y[rows] if y is not None else None), range(num)[rows]
+    device = next(G.parameters()).device
+    kwargs = {"truncation": truncation} if truncation is not None else {}
+    random_noise = noise == "random" and getattr(G, "random_inputs", False)
+    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None, **kwargs,
+             **({"noise": SampleNoise(seed, index[i], len(index[i : i + batch]))} if random_noise else {})).float().cpu()
+           for i in range(0, len(z), batch)]
+    return torch.cat(out).clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out), y
+
+
+def draw_latents(G: torch.nn.Module, num: int, seed: int = 0,
+                 label: Union[int, Sequence[int], torch.Tensor, None] = None) -> tuple:
+    """(z, labels or None) of `generate`'s samples: on the CPU, deterministic in `seed`."""
     classes = G.num_classes
     given = None if label is None else torch.as_tensor(label, dtype=torch.long).reshape(-1)
     if given is not None and not classes:
@@ -41,14 +55,7 @@ def generate(G: torch.nn.Module, num: int, seed: int = 0, label: Union[int, Sequ
     y = None
     if classes:
         y = given.expand(num).clone() if given is not None else torch.randint(classes, (num,), generator=g)
-    z, y, index = z[rows], (y[rows] if y is not None else None), range(num)[rows]
-    device = next(G.parameters()).device
-    kwargs = {"truncation": truncation} if truncation is not None else {}
-    random_noise = noise == "random" and getattr(G, "random_inputs", False)
-    out = [G(z[i : i + batch].to(device), y[i : i + batch].to(device) if y is not None else None, **kwargs,
-             **({"noise": SampleNoise(seed, index[i], len(index[i : i + batch]))} if random_noise else {})).float().cpu()
-           for i in range(0, len(z), batch)]
-    return torch.cat(out).clamp(-1, 1) if out[0].dim() == 4 else torch.cat(out), y
+    return z, y
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
