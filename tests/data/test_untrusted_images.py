@@ -19,7 +19,7 @@ from ganflow import cli
 from ganflow.data.images import MAX_FILE_BYTES
 from ganflow.data.prepared import MANIFEST
 from ganflow.data.readers import ImagesError, read_images
-from tests.conftest import JOBS
+from tests.conftest import JOBS, cli_here
 
 
 def png(array: np.ndarray) -> bytes:
@@ -49,10 +49,7 @@ HOSTILE = {
 
 
 def prepare_here(capsys, *args) -> subprocess.CompletedProcess:
-    capsys.readouterr()
-    code = cli.main(["data", "prepare", *args])
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
+    return cli_here("data", "prepare", *args)
 
 
 @pytest.fixture(scope="module")
