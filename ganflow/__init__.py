@@ -1,4 +1,4 @@
-"""ganflow: train GANs with PyTorch DDP on Ray. README.md's "Code map" says what each package owns.
+"""ganflow: train GANs with PyTorch DDP on Ray. docs/design.md's "Code map" says what each package owns.
 
 From Python: `ganflow.load_generator(location) -> Generator` (`.sample(n, labels, seed, truncation)`),
 `ganflow.train(job, **overrides) -> run location`, `ganflow.runs(location) -> [RunRecord]`

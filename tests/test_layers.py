@@ -1,4 +1,4 @@
-"""The package's floor plan (README "Code map"): imports point only down, no module circle, and Ray
+"""The package's floor plan (docs/design.md "Code map"): imports point only down, no module circle, and Ray
 only where Ray's plumbing lives.
 
 Every `import` in ganflow/ is read with `ast`, those inside functions too (a lazy import is still
@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ganflow"
 
-# lowest first; README.md's "Code map" describes the same floors
+# lowest first; docs/design.md's "Code map" describes the same floors
 LAYERS = {
     "config": 0,
     "core": 1, "store": 1, "present": 1,

@@ -257,7 +257,7 @@ def _explain(err: OmegaConfBaseException) -> ConfigError:
     key = getattr(err, "full_key", None) or "config"
     msg = str(err).splitlines()[0]
     if "Key '" in msg and "not in" in msg or "Missing key" in msg:
-        msg = "unknown key; check the spelling against the config reference in README.md"
+        msg = "unknown key; check the spelling against the config reference (docs/config.md)"
     return ConfigError(f"{key}: {msg}")
 
 
@@ -315,7 +315,7 @@ def _merge_one(merged: DictConfig, item: str) -> DictConfig:
         raise
     except (TypeError, ValueError):  # OmegaConf's own, for a list given to a mapping and the like
         raise ConfigError(f"{key}: {item.split('=', 1)[1]!r} is not the kind of value this key holds "
-                          "(a list for a mapping, or the reverse); see README's config reference") from None
+                          "(a list for a mapping, or the reverse); see the config reference (docs/config.md)") from None
 
 
 FREE_TEXT = ("tracking.wandb.notes", "tracking.wandb.tags")  # fields no check constrains: anything can hide in them
