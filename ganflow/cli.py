@@ -277,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ganflow", description="Train GANs on Ray.",
                                 epilog="-v / -q (anywhere, repeatable): more or less of what ganflow says on stderr")
     p.add_argument("--version", action=_Version, nargs=0, help="print ganflow's version and exit")
+    try:  # shell completion: `ganflow --print-completion bash > /etc/bash_completion.d/ganflow` (or zsh, tcsh)
+        import shtab
+
+        shtab.add_argument_to(p, ["--print-completion"])
+    except ImportError:
+        pass
     sub = p.add_subparsers(dest="command", required=True)
     for add in VERBS:  # each adds its sub-command's parser, with set_defaults(verb="module:function")
         add(sub)

@@ -90,6 +90,10 @@ def test_the_version_is_the_installed_packages_and_python_dash_m_ganflow_is_the_
     assert missing.stderr.strip() == f"ganflow: error: {tmp_path / 'typo'}: no such directory; give a storage.uri " \
                                      "(a directory or s3://bucket/prefix)"
     assert cli_here("runs", "list", str(tmp_path)).returncode == 0  # there, and empty
+    completion = subprocess.run([sys.executable, "-m", "ganflow", "--print-completion", "bash"], capture_output=True,
+                                text=True, timeout=60)
+    assert completion.returncode == 0 and "complete" in completion.stdout
+    assert all(verb in completion.stdout for verb in ("train", "sample", "serve", "runs"))
 
 
 def test_minus_q_and_minus_v_set_how_much_ganflow_says_wherever_they_stand(tmp_path):
