@@ -105,10 +105,12 @@ def ray_session(address: Optional[str], verb: str, stop=None) -> Iterator[None]:
     the process's SIGTERM handler with its own."""
     import ray
 
+    there = ray.is_initialized()
     try:
         started = ensure_ray(address, verb)
     except BaseException:  # stopped or failed half-way up (a SIGTERM inside ray.init): what started goes down
-        ray.shutdown()
+        if not there:
+            ray.shutdown()
         raise
     if stop is not None:
         stop.install()

@@ -18,11 +18,11 @@ from tests.conftest import JOBS, cli_here
 
 
 def test_a_sigterm_inside_ray_start_up_marks_the_run_stopped_and_exits_as_a_stop(tmp_path, monkeypatch):
-    def sigterm_inside_ray_init(**_):
+    def sigterm_inside_ray_init(*_):
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # ray.init's own, as Ray 2.60 sets it
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(cluster, "start_local_ray", sigterm_inside_ray_init)
+    monkeypatch.setattr(cluster, "ensure_ray", sigterm_inside_ray_init)  # even where a test before left a Ray up
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     proc = cli_here("train", str(JOBS / "ring.yaml"), "train.steps=1", f"storage.uri={tmp_path}",
                     "tracking.wandb.mode=disabled")

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 SECRET = S3_ENV["AWS_SECRET_ACCESS_KEY"]
 RAY_FILES = {".validate_storage_marker", "checkpoint_manager_snapshot.json"}  # Ray Train's bookkeeping
-LAYOUT = re.compile(r"^(config\.yaml|metrics\.jsonl|status\.json|samples/step_\d{8}\.png"
+LAYOUT = re.compile(r"^(config\.yaml|metrics\.jsonl|status\.json|lease\.json|samples/step_\d{8}\.png"
                     r"|checkpoints/step_\d{8}/(manifest\.json|[A-Za-z_]+\.safetensors))$")
 
 

@@ -77,6 +77,7 @@ JOIN_SITES = {
     "ganflow/commands/synth.py": "a checkpoint's class names, made into folders under --out",
     "ganflow/data/prepare.py": "class folders of an archive, a folder or a bucket",
     "ganflow/data/prepared.py": "a prepared set's shard digests, made into cache file names",
+    "ganflow/tracking/artifacts.py": "an offline W&B artifact's name and file names, made into a cache folder",
 }
 
 
