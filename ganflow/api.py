@@ -146,14 +146,24 @@ def best_evaluation(cfg: Optional[JobConfig], records: List[Dict[str, Any]]) -> 
     return key, value, step
 
 
-def runs(location: Union[str, Path]) -> List[RunRecord]:
-    """The runs under a storage location (a directory or s3://bucket/prefix), newest first."""
+def best_as_dict(best: Optional[Tuple[str, float, int]]) -> Optional[Dict[str, Any]]:
+    """`best_evaluation`'s answer as the records and JSON carry it."""
+    return {"name": best[0], "value": best[1], "step": best[2]} if best else None
+
+
+def run_summaries(location: Union[str, Path]) -> List[Dict[str, Any]]:
+    """What `ganflow runs list` shows of each run under a location: `run.summarize`'s fields, its
+    records replaced by its best evaluation."""
     from ganflow.run.run import Run, list_runs
 
-    out = []
-    for r in list_runs(str(location)):
-        best = best_evaluation(run_config(Run.open(r["run"])), r.pop("records"))
-        out.append(RunRecord(run=r["run"], status=r["status"], step=r["step"], checkpoint_step=r["checkpoint_step"],
-                             heartbeat=r.get("heartbeat"), metrics=dict(r.get("metrics") or {}),
-                             best={"name": best[0], "value": best[1], "step": best[2]} if best else None))
-    return out
+    summaries = list_runs(str(location))
+    for r in summaries:
+        r["best"] = best_as_dict(best_evaluation(run_config(Run.open(r["run"])), r.pop("records")))
+    return summaries
+
+
+def runs(location: Union[str, Path]) -> List[RunRecord]:
+    """The runs under a storage location (a directory or s3://bucket/prefix), newest first."""
+    return [RunRecord(run=r["run"], status=r["status"], step=r["step"], checkpoint_step=r["checkpoint_step"],
+                      heartbeat=r.get("heartbeat"), metrics=dict(r.get("metrics") or {}), best=r["best"])
+            for r in run_summaries(location)]

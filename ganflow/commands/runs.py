@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ganflow.api import best_evaluation, run_config
+from ganflow.api import best_as_dict, best_evaluation, run_config, run_summaries
 from ganflow.commands.common import die
 from ganflow.config import JobConfig
 from ganflow.present.pictures import curves_png, strip_png
 from ganflow.run.layout import RunLayout
-from ganflow.run.run import Run, list_runs, summarize
+from ganflow.run.run import Run, summarize
 from ganflow.store import StorageError, is_s3
 from ganflow.store.atomic import write_atomic
 
@@ -37,10 +37,7 @@ def main(args) -> int:
     if not is_s3(args.location) and not Path(args.location).expanduser().is_dir():  # a typo is not an empty location
         return die(f"{args.location}: no such directory; give a storage.uri (a directory or s3://bucket/prefix)")
     try:
-        runs = list_runs(args.location)
-        for r in runs:
-            best = best_evaluation(run_config(Run.open(r["run"])), r.pop("records"))
-            r["best"] = {"name": best[0], "value": best[1], "step": best[2]} if best else None
+        runs = run_summaries(args.location)
     except StorageError as err:
         return die(str(err))
     if args.json:
@@ -79,7 +76,7 @@ def show(args) -> int:
             "job": {"name": cfg.name, "model": cfg.model.name, "data": cfg.data.name, "loss": cfg.loss.name,
                     "batch_size": cfg.train.batch_size, "seed": cfg.train.seed},
             "latest": {k: v for k, v in s["metrics"].items() if isinstance(v, (int, float))},
-            "best": {"name": best[0], "value": best[1], "step": best[2]} if best else None,
+            "best": best_as_dict(best),
             "checkpoint": run.store.uri(checkpoint) if checkpoint else None}))
         if not args.plot:
             return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -164,7 +163,3 @@ def deployment(location: str, replicas: Optional[int] = 1, autoscale: Optional[T
             return Response(body, media_type=media, headers={"X-Ganflow-Step": str(self.g.step)})
 
     return GeneratorServer.bind()
-
-
-def describe(url: str) -> str:
-    return json.dumps({"url": url, "sample": f"{url}/sample?n=16&seed=0&format=png", "health": f"{url}/health"})
